@@ -1,0 +1,43 @@
+"""Build a model from its :class:`~iflow.config.ModelConfig` (the one place models are named)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from .config import ModelConfig
+from .errors import UserError
+from .flows import FLOWS, build_flow
+from .models import IdentifiableFlow
+from .priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
+
+
+def conditional_prior(config: ModelConfig, dim: int) -> ConditionalExpFamilyPrior:
+    """The shared conditional prior, fed by labels or by continuous u as the data calls for."""
+    return ConditionalExpFamilyPrior(dim, config.prior, n_labels=config.aux.n_labels, aux_dim=config.aux.aux_dim)
+
+
+def identifiable_flow(config: ModelConfig) -> nn.Module:
+    return IdentifiableFlow(build_flow(config.flow, config.dim, **config.flow_options()), conditional_prior(config, config.dim))
+
+
+def unconditional_flow(config: ModelConfig) -> nn.Module:
+    return IdentifiableFlow(build_flow(config.flow, config.dim, **config.flow_options()), StandardNormalPrior(config.dim))
+
+
+MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "iflow": identifiable_flow,
+    "flow": unconditional_flow,
+}
+
+
+def build_model(config: ModelConfig) -> nn.Module:
+    """Instantiate the model a config describes; unknown names raise :class:`UserError`."""
+    if config.model not in MODELS:
+        raise UserError(f"unknown --model {config.model!r}; choose from {sorted(MODELS)}")
+    if config.flow not in FLOWS:
+        raise UserError(f"unknown --flow {config.flow!r}; choose from {sorted(FLOWS)}")
+    if config.prior not in FAMILIES:
+        raise UserError(f"unknown --prior {config.prior!r}; choose from {sorted(FAMILIES)}")
+    return MODELS[config.model](config)

@@ -1,0 +1,287 @@
+"""The ``iflow`` command line. Heavy imports (torch) happen inside commands, so ``--help`` is instant.
+
+User errors print one line ``iflow: error: ...`` on stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+DEFAULT_THREADS = 1
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help="torch CPU threads (default 1)")
+
+
+def add_synthetic_options(p: argparse.ArgumentParser) -> None:
+    from_defaults = {"sources": 5, "segments": 40, "per_segment": 1000, "layers": 3}
+    p.add_argument("--sources", type=int, default=from_defaults["sources"], help="number of sources n (default 5)")
+    p.add_argument("--segments", type=int, default=from_defaults["segments"], help="number of segments M (default 40)")
+    p.add_argument("--per-segment", type=int, default=from_defaults["per_segment"], help="points per segment L (default 1000)")
+    p.add_argument("--layers", type=int, default=from_defaults["layers"], help="mixing MLP layers (default 3)")
+    p.add_argument("--activation", choices=["xtanh", "leaky"], default="xtanh", help="mixing activation (default xtanh)")
+    p.add_argument("--centered", action="store_true", help="zero-mean sources (variance-modulated only)")
+    p.add_argument("--prior", choices=["gauss", "laplace"], default="gauss", help="source distribution (default gauss)")
+    p.add_argument("--noise", type=float, default=0.0, help="std of Gaussian observation noise (default 0)")
+    p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="iflow", help="iflow (default) or flow (unconditional baseline)")
+    p.add_argument("--flow", default="spline", help="realnvp, glow, spline (default) or mlp")
+    p.add_argument("--prior", default="gauss", help="gauss (default), gauss-var or laplace")
+    p.add_argument("--depth", type=positive_int, default=None, help="flow depth (default: the flow's own)")
+    p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of coupling networks (default 64)")
+    p.add_argument("--bins", type=positive_int, default=8, help="spline bins (default 8)")
+    p.add_argument("--tail-bound", type=float, default=4.0, help="spline interval [-B, B] (default 4)")
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iflow", description="Identifiable flows: train, recover latents, score.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    data = commands.add_parser("data", help="make data sets")
+    kinds = data.add_subparsers(dest="kind", required=True, metavar="KIND")
+    synthetic = kinds.add_parser("synthetic", help="nonstationary sources mixed by an invertible MLP")
+    add_synthetic_options(synthetic)
+    synthetic.add_argument("--out", required=True, type=Path, help="output .npz")
+    synthetic.set_defaults(handler=cmd_data_synthetic)
+
+    train = commands.add_parser("train", help="train a model on a data file")
+    train.add_argument("--data", required=True, type=Path, help=".npz with x, u (and optionally s)")
+    add_model_options(train)
+    add_train_options(train)
+    add_runtime_options(train)
+    train.add_argument("--out", required=True, type=Path, help="run directory")
+    train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.set_defaults(handler=cmd_train)
+
+    encode = commands.add_parser("encode", help="recover latents z = g(x)")
+    encode.add_argument("--run", required=True, type=Path)
+    encode.add_argument("--data", required=True, type=Path)
+    encode.add_argument("--out", required=True, type=Path, help="output .npz holding z (n, k), rows in input order")
+    add_runtime_options(encode)
+    encode.set_defaults(handler=cmd_encode)
+
+    evaluate = commands.add_parser("eval", help="log-likelihood, bits/dim and MCC of a run on a data file")
+    evaluate.add_argument("--run", required=True, type=Path)
+    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_runtime_options(evaluate)
+    evaluate.set_defaults(handler=cmd_eval)
+
+    sample = commands.add_parser("sample", help="draw x from p(x | u)")
+    sample.add_argument("--run", required=True, type=Path)
+    sample.add_argument("--u", required=True, type=int, help="integer label to condition on")
+    sample.add_argument("--n", required=True, type=positive_int, help="number of samples")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--out", required=True, type=Path)
+    add_runtime_options(sample)
+    sample.set_defaults(handler=cmd_sample)
+
+    demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
+    demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
+    demo.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    add_runtime_options(demo)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def setup_torch(args: argparse.Namespace) -> None:
+    import torch
+
+    torch.set_num_threads(args.threads)
+
+
+def check_output_file(path: Path) -> None:
+    from .errors import UserError
+
+    if path.exists() and path.is_dir():
+        raise UserError(f"{path}: is a directory, expected a file path")
+    if not path.parent.exists() and str(path.parent) not in ("", "."):
+        raise UserError(f"{path.parent}: output folder does not exist")
+
+
+def cmd_data_synthetic(args: argparse.Namespace) -> None:
+    from dataclasses import asdict
+
+    import numpy as np
+
+    from .errors import UserError
+    from .runs import save_npz
+    from .synthetic import SyntheticConfig, generate
+
+    check_output_file(args.out)
+    fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
+    config = SyntheticConfig(**{name: getattr(args, name) for name in fields})
+    try:
+        data = generate(config)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    arrays = {"x": data.x, "u": data.u, "s": data.s, "config": np.array(json.dumps(asdict(config)))}
+    if data.log_likelihood is not None:
+        arrays["true_log_likelihood"] = data.log_likelihood
+    save_npz(args.out, **arrays)
+    print(f"wrote {args.out}: x {data.x.shape}, {config.segments} segments, sources {data.s.shape}")
+
+
+def prepare_run_dir(out: Path, overwrite: bool) -> None:
+    import shutil
+
+    from .errors import UserError
+
+    if out.exists():
+        if not overwrite:
+            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it")
+        if not out.is_dir():
+            raise UserError(f"{out}: exists and is not a directory")
+        shutil.rmtree(out)
+    try:
+        out.mkdir(parents=True)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot create run directory ({exc.strerror})") from None
+
+
+def train_and_save(args: argparse.Namespace, data, out: Path) -> dict:
+    """Train on ``data`` per the parsed options, save the run with figures, return its metrics."""
+    from .config import ModelConfig, TrainConfig
+    from .figures import save_sources_figure, save_training_figure
+    from .runs import encode_dataset, evaluate, save_run, train
+
+    model_config = ModelConfig(
+        model=args.model, flow=args.flow, prior=args.prior, depth=args.depth,
+        hidden=args.hidden, bins=args.bins, tail_bound=args.tail_bound,
+    )  # fmt: skip
+    train_config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device, threads=args.threads,
+    )  # fmt: skip
+    train_config.validate()
+    run, result = train(data, model_config, train_config)
+    metrics = evaluate(run, data)
+    metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    save_run(run, out, result, metrics)
+    save_training_figure(result.history, out / "figures" / "training.png")
+    if data.s is not None:
+        save_sources_figure(data.s, encode_dataset(run, data), out / "figures" / "sources.png")
+    return metrics
+
+
+def format_metrics(metrics: dict) -> str:
+    parts = [f"log-likelihood {metrics['log_likelihood']:.4f} nats/sample", f"{metrics['bits_per_dim']:.4f} bits/dim"]
+    if metrics.get("mcc") is not None:
+        parts.append(f"MCC {metrics['mcc']:.4f}")
+    if metrics.get("gap") is not None:
+        parts.append(f"gap to true model {metrics['gap']:.4f} nats")
+    return ", ".join(parts)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .data import load_npz
+
+    setup_torch(args)
+    data = load_npz(args.data)
+    prepare_run_dir(args.out, args.overwrite)
+    metrics = train_and_save(args, data, args.out)
+    print(f"{args.out}: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+
+
+def cmd_encode(args: argparse.Namespace) -> None:
+    from .data import load_npz
+    from .runs import encode_dataset, load_run, save_npz
+
+    setup_torch(args)
+    check_output_file(args.out)
+    run = load_run(args.run, args.device)
+    data = load_npz(args.data)
+    z = encode_dataset(run, data)
+    save_npz(args.out, z=z)
+    print(f"wrote {args.out}: z {z.shape}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from .data import load_npz
+    from .runs import evaluate, load_run
+
+    setup_torch(args)
+    run = load_run(args.run, args.device)
+    metrics = evaluate(run, load_npz(args.data))
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        kind = "exact" if metrics["exact"] else "lower bound"
+        print(f"{args.data} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    from .runs import load_run, sample, save_npz
+
+    setup_torch(args)
+    check_output_file(args.out)
+    run = load_run(args.run, args.device)
+    x = sample(run, args.u, args.n, args.seed)
+    save_npz(args.out, x=x, u=np.full(args.n, args.u, dtype=np.int64))
+    print(f"wrote {args.out}: x {x.shape} for u = {args.u}")
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from types import SimpleNamespace
+
+    from .data import make_dataset
+    from .metrics import mcc
+    from .synthetic import SyntheticConfig, generate
+
+    setup_torch(args)
+    prepare_run_dir(args.out, overwrite=True)
+    synthetic = generate(SyntheticConfig(seed=args.seed))
+    data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"synthetic seed {args.seed}")
+    print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")
+    print(f"baseline: MCC of x itself against the sources = {mcc(data.x, data.s).mcc:.3f}")
+    defaults = build_parser().parse_args(["train", "--data", "-", "--out", "-"])
+    options = SimpleNamespace(**{**vars(defaults), "device": args.device, "threads": args.threads, "data": "demo"})
+    metrics = train_and_save(options, data, args.out / "run")
+    print(f"identifiable flow: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    print(f"figures: {args.out / 'run' / 'figures'}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from .errors import UserError
+
+    try:
+        args.handler(args)
+    except UserError as exc:
+        print(f"iflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("iflow: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,81 @@
+"""Typed configuration, saved as ``config.json`` in every run and enough to rebuild the model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .data import AuxSpec
+from .errors import UserError
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ModelConfig:
+    """What to build. ``dim``: observed dimension; ``aux``: how u enters the prior."""
+
+    model: str = "iflow"
+    flow: str = "spline"
+    prior: str = "gauss"
+    dim: int = 0
+    depth: int | None = None  # None: the flow's own default
+    hidden: int = 64
+    bins: int = 8
+    tail_bound: float = 4.0
+    aux: AuxSpec = field(default_factory=lambda: AuxSpec("labels", n_labels=1))
+
+    def flow_options(self) -> dict:
+        options = {"hidden": self.hidden, "bins": self.bins, "tail_bound": self.tail_bound}
+        if self.depth is not None:
+            options["depth"] = self.depth
+        return options
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Every model uses the same trainer."""
+
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    val_fraction: float = 0.1
+    clip_grad: float = 10.0
+    seed: int = 0
+    device: str = "cpu"
+    threads: int = 1
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
+            (self.clip_grad > 0, f"--clip-grad must be > 0, got {self.clip_grad}"),
+            (self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
+            (self.schedule in ("cosine", "constant"), f"unknown --schedule {self.schedule!r}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(message)
+
+
+def to_dict(model: ModelConfig, train: TrainConfig, extra: dict | None = None) -> dict:
+    return {"format_version": FORMAT_VERSION, "model": asdict(model), "train": asdict(train), **(extra or {})}
+
+
+def _known(cls: type, values: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in values.items() if k in names}
+
+
+def model_config_from_dict(d: dict) -> ModelConfig:
+    values = _known(ModelConfig, d)
+    values["aux"] = AuxSpec(**d["aux"])
+    return ModelConfig(**values)
+
+
+def train_config_from_dict(d: dict) -> TrainConfig:
+    return TrainConfig(**_known(TrainConfig, d))

@@ -1,0 +1,305 @@
+"""Conditional factorized exponential-family priors p(z | u).
+
+    p(z | u) = prod_i Q(z_i) exp( T(z_i) . lambda_i(u) - A(lambda_i(u)) )
+
+One module serves every model in iflow (identifiable flow, iVAE, baselines).
+A *family* knows the sufficient statistics T, the base measure Q, the
+log-normalizer A and how to map unconstrained network outputs onto valid
+natural parameters. A *prior* maps the auxiliary variable u to natural
+parameters, through an embedding table (integer labels) or an MLP (float u).
+
+Shapes: ``z: (batch, dim)``; ``u: (batch,)`` integer labels or
+``(batch, aux_dim)`` floats; natural parameters ``(batch, dim, n_stats)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOG_2PI = math.log(2 * math.pi)
+# Smallest magnitude of a negative natural parameter: bounds the variance
+# (Gaussian) or scale (Laplace) from above, so log-normalizers stay finite.
+MIN_NEG_PARAM = 1e-4
+
+
+def negative(raw: Tensor) -> Tensor:
+    """Smooth map R -> (-inf, -MIN_NEG_PARAM) for coefficients that must be negative."""
+    return -(F.softplus(raw) + MIN_NEG_PARAM)
+
+
+def negative_inverse(value: Tensor) -> Tensor:
+    """Inverse of :func:`negative`, for initialising raw parameters."""
+    positive = (-value - MIN_NEG_PARAM).clamp_min(1e-12)
+    return positive + torch.log(-torch.expm1(-positive))
+
+
+class ExpFamily:
+    """A one-dimensional exponential family, applied componentwise.
+
+    Subclasses define ``n_stats``, the statistics ``T``, ``log_base`` (log Q),
+    ``log_normalizer`` A(eta), ``constrain`` (raw -> valid eta) and ``sample``.
+    """
+
+    name: str = ""
+    n_stats: int = 0
+
+    def stats(self, z: Tensor) -> Tensor:
+        """T(z): (..., dim) -> (..., dim, n_stats)."""
+        raise NotImplementedError
+
+    def log_base(self, z: Tensor) -> Tensor:
+        """log Q(z), elementwise: (..., dim) -> (..., dim)."""
+        return torch.zeros_like(z)
+
+    def log_normalizer(self, eta: Tensor) -> Tensor:
+        """A(eta): (..., dim, n_stats) -> (..., dim)."""
+        raise NotImplementedError
+
+    def constrain(self, raw: Tensor) -> Tensor:
+        """Unconstrained (..., n_stats) -> valid natural parameters."""
+        raise NotImplementedError
+
+    def unconstrain(self, eta: Tensor) -> Tensor:
+        """Inverse of :meth:`constrain`."""
+        raise NotImplementedError
+
+    def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One draw per component: (..., dim, n_stats) -> (..., dim)."""
+        raise NotImplementedError
+
+    def log_prob(self, z: Tensor, eta: Tensor) -> Tensor:
+        """Elementwise log-density: (..., dim) -> (..., dim)."""
+        return (self.stats(z) * eta).sum(-1) + self.log_base(z) - self.log_normalizer(eta)
+
+
+class Gaussian(ExpFamily):
+    """Mean and variance modulated: T(z) = (z, z^2), eta = (m / v, -1 / (2 v)).
+
+    A(eta) = -eta1^2 / (4 eta2) - log(-2 eta2) / 2 + log(2 pi) / 2.
+    eta1 is free; eta2 < 0 through a softplus.
+    """
+
+    name = "gauss"
+    n_stats = 2
+
+    def stats(self, z: Tensor) -> Tensor:
+        return torch.stack([z, z * z], dim=-1)
+
+    def log_normalizer(self, eta: Tensor) -> Tensor:
+        eta1, eta2 = eta[..., 0], eta[..., 1]
+        return -eta1 * eta1 / (4 * eta2) - 0.5 * torch.log(-2 * eta2) + 0.5 * LOG_2PI
+
+    def constrain(self, raw: Tensor) -> Tensor:
+        return torch.stack([raw[..., 0], negative(raw[..., 1])], dim=-1)
+
+    def unconstrain(self, eta: Tensor) -> Tensor:
+        return torch.stack([eta[..., 0], negative_inverse(eta[..., 1])], dim=-1)
+
+    @staticmethod
+    def mean_variance(eta: Tensor) -> tuple[Tensor, Tensor]:
+        variance = -0.5 / eta[..., 1]
+        return eta[..., 0] * variance, variance
+
+    def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        mean, variance = self.mean_variance(eta)
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        return mean + variance.sqrt() * noise
+
+
+class CenteredGaussian(ExpFamily):
+    """Variance only, mean 0: T(z) = z^2, eta = -1 / (2 v) < 0."""
+
+    name = "gauss-var"
+    n_stats = 1
+
+    def stats(self, z: Tensor) -> Tensor:
+        return (z * z).unsqueeze(-1)
+
+    def log_normalizer(self, eta: Tensor) -> Tensor:
+        return -0.5 * torch.log(-2 * eta[..., 0]) + 0.5 * LOG_2PI
+
+    def constrain(self, raw: Tensor) -> Tensor:
+        return negative(raw)
+
+    def unconstrain(self, eta: Tensor) -> Tensor:
+        return negative_inverse(eta)
+
+    def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        std = (-0.5 / eta[..., 0]).sqrt()
+        return std * torch.randn(std.shape, generator=generator, dtype=std.dtype, device=std.device)
+
+
+class Laplace(ExpFamily):
+    """Scale modulated, location 0: T(z) = |z|, eta = -1 / b < 0, A = log(2 / -eta)."""
+
+    name = "laplace"
+    n_stats = 1
+
+    def stats(self, z: Tensor) -> Tensor:
+        return z.abs().unsqueeze(-1)
+
+    def log_normalizer(self, eta: Tensor) -> Tensor:
+        return math.log(2.0) - torch.log(-eta[..., 0])
+
+    def constrain(self, raw: Tensor) -> Tensor:
+        return negative(raw)
+
+    def unconstrain(self, eta: Tensor) -> Tensor:
+        return negative_inverse(eta)
+
+    def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        scale = -1.0 / eta[..., 0]
+        uniform = torch.rand(scale.shape, generator=generator, dtype=scale.dtype, device=scale.device)
+        uniform = uniform.clamp(1e-12, 1 - 1e-12) - 0.5
+        return -scale * uniform.sign() * torch.log1p(-2 * uniform.abs())
+
+
+FAMILIES: dict[str, ExpFamily] = {f.name: f for f in (Gaussian(), CenteredGaussian(), Laplace())}
+
+
+def get_family(name: str) -> ExpFamily:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"unknown prior family {name!r}; choose from {sorted(FAMILIES)}") from None
+
+
+class LabelEmbedding(nn.Module):
+    """Integer labels -> unconstrained parameters, one row per label.
+
+    ``u: (batch,)`` long in [0, n_labels) -> ``(batch, out_features)``.
+    """
+
+    def __init__(self, n_labels: int, out_features: int):
+        super().__init__()
+        self.n_labels = n_labels
+        self.table = nn.Parameter(torch.zeros(n_labels, out_features))
+
+    def forward(self, u: Tensor) -> Tensor:
+        return self.table[u]
+
+
+def mlp(in_features: int, out_features: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
+    """A plain MLP with SiLU activations and `layers` hidden layers."""
+    modules: list[nn.Module] = []
+    width = in_features
+    for _ in range(layers):
+        modules += [nn.Linear(width, hidden), nn.SiLU()]
+        width = hidden
+    modules.append(nn.Linear(width, out_features))
+    return nn.Sequential(*modules)
+
+
+class FactorizedExpFamily:
+    """The distribution p(z | u) for a fixed batch of natural parameters.
+
+    ``eta: (batch, dim, n_stats)``; this is what ``prior(u)`` returns.
+    """
+
+    def __init__(self, family: ExpFamily, eta: Tensor):
+        self.family = family
+        self.eta = eta
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """``z: (batch, dim)`` -> ``(batch,)``."""
+        return self.family.log_prob(z, self.eta).sum(-1)
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """One draw per row of ``eta``: ``(batch, dim)``."""
+        return self.family.sample(self.eta, generator)
+
+
+class ConditionalExpFamilyPrior(nn.Module):
+    """p(z | u): factorized exponential family whose natural parameters depend on u.
+
+    Args:
+        dim: number of latent components.
+        family: ``"gauss"`` (mean and variance), ``"gauss-var"`` (variance only)
+            or ``"laplace"`` (scale).
+        n_labels: number of integer labels; builds an embedding table.
+        aux_dim: dimension of continuous u; builds an MLP. Give exactly one.
+
+    Example:
+        >>> prior = ConditionalExpFamilyPrior(5, "gauss", n_labels=40)
+        >>> u = torch.randint(0, 40, (8,))
+        >>> prior(u).log_prob(torch.randn(8, 5)).shape
+        torch.Size([8])
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        family: str = "gauss",
+        n_labels: int | None = None,
+        aux_dim: int | None = None,
+        hidden: int = 64,
+    ):
+        super().__init__()
+        if (n_labels is None) == (aux_dim is None):
+            raise ValueError("give exactly one of n_labels (integer u) or aux_dim (float u)")
+        self.dim = dim
+        self.family_name = family
+        self.family = get_family(family)
+        self.n_labels = n_labels
+        self.aux_dim = aux_dim
+        out = dim * self.family.n_stats
+        if n_labels is not None:
+            self.net: nn.Module = LabelEmbedding(n_labels, out)
+        else:
+            self.net = mlp(aux_dim, out, hidden)
+        self.reset_to_standard_normal()
+
+    @torch.no_grad()
+    def reset_to_standard_normal(self) -> None:
+        """Start every p(z_i | u) near unit variance (and zero mean)."""
+        unit = {"gauss": [0.0, -0.5], "gauss-var": [-0.5], "laplace": [-(2**0.5)]}[self.family_name]
+        raw = self.family.unconstrain(torch.tensor(unit))
+        last = self.net.table if isinstance(self.net, LabelEmbedding) else self.net[-1].bias
+        last.copy_(raw.repeat(self.dim).expand_as(last))
+        if not isinstance(self.net, LabelEmbedding):
+            self.net[-1].weight.mul_(0.01)
+
+    def natural_params(self, u: Tensor) -> Tensor:
+        """lambda(u): ``(batch, dim, n_stats)``, always valid for the family."""
+        raw = self.net(u).view(u.shape[0], self.dim, self.family.n_stats)
+        return self.family.constrain(raw)
+
+    def forward(self, u: Tensor) -> FactorizedExpFamily:
+        return FactorizedExpFamily(self.family, self.natural_params(u))
+
+    def log_prob(self, z: Tensor, u: Tensor) -> Tensor:
+        """``z: (batch, dim)``, ``u: (batch,)|(batch, aux_dim)`` -> ``(batch,)``."""
+        return self(u).log_prob(z)
+
+    def sample(self, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """One z per row of u: ``(batch, dim)``."""
+        return self(u).sample(generator)
+
+
+class StandardNormalPrior(nn.Module):
+    """N(0, I), ignoring u: the non-identifiable baseline behind the same interface."""
+
+    family_name = "standard-normal"
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.register_buffer("_anchor", torch.zeros(()))  # follows .to(device/dtype)
+
+    def natural_params(self, u: Tensor) -> Tensor:
+        eta = self._anchor.new_tensor([0.0, -0.5])
+        return eta.expand(u.shape[0], self.dim, 2)
+
+    def forward(self, u: Tensor) -> FactorizedExpFamily:
+        return FactorizedExpFamily(FAMILIES["gauss"], self.natural_params(u))
+
+    def log_prob(self, z: Tensor, u: Tensor | None = None) -> Tensor:
+        return -0.5 * (z * z).sum(-1) - 0.5 * self.dim * LOG_2PI
+
+    def sample(self, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        n = u.shape[0]
+        return torch.randn(n, self.dim, generator=generator, dtype=self._anchor.dtype, device=self._anchor.device)

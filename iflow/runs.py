@@ -1,0 +1,190 @@
+"""Run directories: train a model on a data set, save it atomically, load it back, evaluate it.
+
+A run directory holds ``config.json`` (enough to rebuild the model, plus the
+standardisation of x), ``model.pt`` (weights), ``metrics.json``,
+``history.json`` and ``figures/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .build import build_model
+from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
+from .data import Dataset, Standardizer, aux_spec, check_aux
+from .errors import UserError
+from .metrics import mcc
+from .training import TrainResult, as_tensors, batched, encode, fit, resolve_device
+
+CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
+
+
+def atomic_write(path: Path, write) -> None:
+    """Write through ``write(file_object)`` into a temporary file, then rename over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_json(path: Path, obj: dict) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode() + b"\n"))
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomically write an ``.npz`` (the name is kept exactly as given)."""
+    atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+@dataclass
+class Run:
+    """A trained model with everything needed to apply it to new data."""
+
+    model: nn.Module
+    model_config: ModelConfig
+    train_config: TrainConfig
+    standardizer: Standardizer
+    directory: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def standardized(self, data: Dataset) -> Dataset:
+        """Check ``data`` against the run and return it in the model's units."""
+        if data.dim != self.model_config.dim:
+            raise UserError(f"{data.source}: x has {data.dim} dimensions but the run was trained on {self.model_config.dim}")
+        check_aux(data.u, self.model_config.aux, data.source)
+        return replace(data, x=self.standardizer(data.x))
+
+
+def train(
+    data: Dataset, model_config: ModelConfig, train_config: TrainConfig, progress: bool = True
+) -> tuple[Run, TrainResult]:
+    """Standardise x, build the model the config names, fit it; nothing is written."""
+    standardizer = Standardizer.fit(data.x)
+    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u))
+    model = build_model(model_config)
+    run = Run(model, model_config, train_config, standardizer)
+    result = fit(model, run.standardized(data), train_config, progress=progress)
+    return run, result
+
+
+def evaluate(run: Run, data: Dataset) -> dict:
+    """Log-likelihood per sample (nats, in the units of the given x), bits/dim, MCC.
+
+    Bits/dim = -log p(x | u) / (d ln 2). With a known true log-likelihood
+    (synthetic data), ``true_log_likelihood`` and the ``gap`` (true - model) too.
+    """
+    std_data = run.standardized(data)
+    x, u = as_tensors(std_data, run.device)
+    run.model.eval()
+    log_likelihood = float(batched(run.model.log_prob, x, u).mean()) + run.standardizer.log_abs_det
+    out = {
+        "log_likelihood": log_likelihood,
+        "bits_per_dim": -log_likelihood / (data.dim * math.log(2)),
+        "exact": bool(getattr(run.model, "exact_likelihood", False)),
+        "n": len(data),
+        "mcc": None,
+    }
+    if data.s is not None:
+        result = mcc(encode(run.model, x, u).cpu().numpy(), data.s)
+        out["mcc"] = result.mcc
+        out["mcc_per_component"] = result.per_component.tolist()
+        out["mcc_spearman"] = mcc(encode(run.model, x, u).cpu().numpy(), data.s, "spearman").mcc
+    if data.true_log_likelihood is not None:
+        out["true_log_likelihood"] = float(np.mean(data.true_log_likelihood))
+        out["gap"] = out["true_log_likelihood"] - log_likelihood
+    return out
+
+
+def save_run(run: Run, directory: Path, result: TrainResult | None = None, metrics: dict | None = None) -> None:
+    """Write config, weights, history and metrics into ``directory`` (each file atomically)."""
+    directory = Path(directory)
+    config = to_dict(run.model_config, run.train_config, {"standardizer": run.standardizer.to_dict()})
+    checkpoint = {
+        "format_version": FORMAT_VERSION,
+        "model": run.model_config.model,
+        "state_dict": {k: v.detach().cpu() for k, v in run.model.state_dict().items()},
+    }
+    atomic_write(directory / WEIGHTS_FILE, lambda f: torch.save(checkpoint, f))
+    save_json(directory / CONFIG_FILE, config)
+    if result is not None:
+        save_json(directory / HISTORY_FILE, {"best_epoch": result.best_epoch, "seconds": result.seconds, "epochs": result.history})
+    if metrics is not None:
+        save_json(directory / METRICS_FILE, metrics)
+    run.directory = directory
+
+
+def load_run(directory: str | Path, device: str = "cpu") -> Run:
+    """Rebuild a run's model from ``config.json`` and load ``model.pt``; clear errors for bad runs."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise UserError(f"{directory}: no such run directory")
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise UserError(f"{directory}: not a complete run (missing {name})")
+    try:
+        config = json.loads((directory / CONFIG_FILE).read_text())
+        model_config = model_config_from_dict(config["model"])
+        train_config = train_config_from_dict(config["train"])
+        standardizer = Standardizer.from_dict(config["standardizer"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise UserError(f"{directory / CONFIG_FILE}: unreadable run config ({exc!r})") from None
+    if config.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{directory}: written by a newer iflow (format {config['format_version']} > {FORMAT_VERSION}); upgrade iflow")
+    try:
+        checkpoint = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt files
+        raise UserError(f"{directory / WEIGHTS_FILE}: unreadable weights ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{directory / WEIGHTS_FILE}: not an iflow checkpoint")
+    if checkpoint.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{directory / WEIGHTS_FILE}: written by a newer iflow (format {checkpoint['format_version']}); upgrade iflow")
+    if checkpoint.get("model") != model_config.model:
+        raise UserError(f"{directory / WEIGHTS_FILE}: weights of a {checkpoint.get('model')!r} model, but config.json says {model_config.model!r}")
+    model = build_model(model_config)
+    try:
+        model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
+        raise UserError(f"{directory / WEIGHTS_FILE}: weights do not fit the model in config.json ({first})") from None
+    model.to(resolve_device(device)).eval()
+    return Run(model, model_config, train_config, standardizer, directory)
+
+
+
+def encode_dataset(run: Run, data: Dataset) -> np.ndarray:
+    """Latents of every row of ``data``, in input order: ``(n, k)``."""
+    std_data = run.standardized(data)
+    x, u = as_tensors(std_data, run.device)
+    return encode(run.model, x, u).cpu().numpy()
+
+
+def sample(run: Run, label: int, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` draws of x (original units) from p(x | u = label): ``(n, d)``."""
+    aux = run.model_config.aux
+    if aux.kind != "labels":
+        raise UserError("--u LABEL needs a model trained on integer labels")
+    if not 0 <= label < aux.n_labels:
+        raise UserError(f"--u {label}: unknown label (the model knows 0..{aux.n_labels - 1})")
+    generator = torch.Generator(device=run.device).manual_seed(seed)
+    u = torch.full((n,), label, dtype=torch.long, device=run.device)
+    x = run.model.sample(u, generator=generator).cpu().numpy()
+    return run.standardizer.inverse(x)
