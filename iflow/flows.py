@@ -15,6 +15,7 @@ Three nflows pieces are replaced here, each for a measured reason:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -27,6 +28,7 @@ from nflows.transforms import (
     Transform,
 )
 from nflows.transforms import AffineCouplingTransform as _NflowsAffineCoupling
+from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from nflows.transforms import LULinear as _NflowsLULinear
 from torch import Tensor, nn
 
@@ -82,16 +84,38 @@ def alternating_mask(dim: int, parity: int) -> Tensor:
     return (torch.arange(dim) + parity) % 2
 
 
-def residual_net_factory(hidden: int, blocks: int = 2) -> Callable[[int, int], nn.Module]:
-    """Conditioner networks for coupling layers, zero-initialised on the output."""
+def residual_net_factory(
+    hidden: int, blocks: int = 2, identity_bias: Callable[[int], Tensor] | None = None
+) -> Callable[[int, int], nn.Module]:
+    """Conditioner networks for coupling layers, with a zero output weight.
+
+    The output bias is ``identity_bias(out_features)`` (zeros by default), chosen
+    so that the coupling layer starts as the identity map.
+    """
 
     def create(in_features: int, out_features: int) -> nn.Module:
         net = ResidualNet(in_features, out_features, hidden_features=hidden, num_blocks=blocks)
-        nn.init.zeros_(net.final_layer.weight)
-        nn.init.zeros_(net.final_layer.bias)
+        with torch.no_grad():
+            net.final_layer.weight.zero_()
+            net.final_layer.bias.copy_(identity_bias(out_features) if identity_bias else torch.zeros(out_features))
         return net
 
     return create
+
+
+def spline_identity_bias(bins: int) -> Callable[[int], Tensor]:
+    """Output bias making an RQ coupling the identity: equal bins, unit derivatives.
+
+    nflows lays out per transformed feature ``bins`` widths, ``bins`` heights and
+    ``bins - 1`` inner derivatives (linear tails), through softplus + min_derivative.
+    """
+    derivative = math.log(math.expm1(1 - DEFAULT_MIN_DERIVATIVE))
+
+    def bias(out_features: int) -> Tensor:
+        per_feature = torch.cat([torch.zeros(2 * bins), torch.full((bins - 1,), derivative)])
+        return per_feature.repeat(out_features // (3 * bins - 1))
+
+    return bias
 
 
 def _check_dim(dim: int) -> None:
@@ -121,7 +145,7 @@ def spline(
 ) -> CompositeTransform:
     """Rational-quadratic spline couplings (linear tails) between LU linear layers."""
     _check_dim(dim)
-    net = residual_net_factory(hidden)
+    net = residual_net_factory(hidden, identity_bias=spline_identity_bias(bins))
     steps: list[Transform] = []
     for i in range(depth):
         steps.append(LULinear(dim, identity_init=True))

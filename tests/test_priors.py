@@ -1,0 +1,144 @@
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, stats
+
+from iflow.priors import (
+    FAMILIES,
+    ConditionalExpFamilyPrior,
+    Gaussian,
+    StandardNormalPrior,
+    get_family,
+    negative,
+    negative_inverse,
+)
+
+EXAMPLE_ETAS = {
+    "gauss": [[1.5, -0.5], [-4.0, -2.0], [0.3, -0.02]],
+    "gauss-var": [[-0.5], [-8.0], [-0.01]],
+    "laplace": [[-1.0], [-5.0], [-0.1]],
+}
+
+
+def scipy_logpdf(family: str, eta: list[float], z: np.ndarray) -> np.ndarray:
+    if family == "gauss":
+        var = -0.5 / eta[1]
+        return stats.norm.logpdf(z, loc=eta[0] * var, scale=np.sqrt(var))
+    if family == "gauss-var":
+        return stats.norm.logpdf(z, scale=np.sqrt(-0.5 / eta[0]))
+    return stats.laplace.logpdf(z, scale=-1.0 / eta[0])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_prob_matches_scipy(family, dtype):
+    fam = get_family(family)
+    z = torch.linspace(-6, 6, 41, dtype=dtype)
+    for eta in EXAMPLE_ETAS[family]:
+        eta_t = torch.tensor(eta, dtype=dtype).expand(41, len(eta))
+        ours = fam.log_prob(z, eta_t).numpy()
+        tol = 1e-4 if dtype == torch.float32 else 1e-10
+        np.testing.assert_allclose(ours, scipy_logpdf(family, eta, z.numpy().astype(np.float64)), rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_density_integrates_to_one(family):
+    fam = get_family(family)
+    for eta in EXAMPLE_ETAS[family]:
+        eta_t = torch.tensor([eta], dtype=torch.float64)
+
+        def density(z: float) -> float:
+            return float(torch.exp(fam.log_prob(torch.tensor([z], dtype=torch.float64), eta_t)))
+
+        total, _ = integrate.quad(density, -np.inf, np.inf, limit=200)
+        assert abs(total - 1.0) < 1e-6, (family, eta, total)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_sample_moments_match(family):
+    fam = get_family(family)
+    eta = torch.tensor(EXAMPLE_ETAS[family][0], dtype=torch.float64).expand(200_000, 1, -1)
+    z = fam.sample(eta, torch.Generator().manual_seed(0)).squeeze(1).numpy()
+    e = EXAMPLE_ETAS[family][0]
+    if family == "gauss":
+        mean, var = e[0] * (-0.5 / e[1]), -0.5 / e[1]
+    elif family == "gauss-var":
+        mean, var = 0.0, -0.5 / e[0]
+    else:
+        mean, var = 0.0, 2.0 / e[0] ** 2
+    assert abs(z.mean() - mean) < 5 * np.sqrt(var / len(z))
+    assert abs(z.var() / var - 1.0) < 0.02
+    # the shape, not only two moments: Kolmogorov-Smirnov against the exact law
+    law = {"gauss": stats.norm(mean, np.sqrt(var)), "gauss-var": stats.norm(0, np.sqrt(var)),
+           "laplace": stats.laplace(0, np.sqrt(var / 2))}[family]  # fmt: skip
+    assert stats.kstest(z[:20_000], law.cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("raw_value", [-60.0, -20.0, 0.0, 20.0, 60.0])
+def test_gradients_finite_at_extreme_parameters(family, raw_value):
+    prior = ConditionalExpFamilyPrior(3, family, n_labels=2)
+    with torch.no_grad():
+        prior.net.table.fill_(raw_value)
+    z = torch.tensor([[0.0, 1.0, -50.0], [3.0, -2.0, 100.0]])
+    logp = prior.log_prob(z, torch.tensor([0, 1]))
+    logp.sum().backward()
+    assert torch.isfinite(logp).all()
+    assert torch.isfinite(prior.net.table.grad).all()
+
+
+def test_negative_map_is_smooth_bijection():
+    raw = torch.linspace(-20, 30, 101, dtype=torch.float64)  # below -20 softplus underflows its inverse
+    eta = negative(raw)
+    assert (eta < 0).all()
+    torch.testing.assert_close(negative_inverse(eta), raw, rtol=1e-6, atol=1e-6)
+
+
+def test_linear_coefficient_is_unconstrained():
+    """The z coefficient may be negative: priors with negative means must be reachable."""
+    prior = ConditionalExpFamilyPrior(2, "gauss", n_labels=1)
+    with torch.no_grad():
+        prior.net.table.copy_(torch.tensor([[-3.0, 0.0, 2.0, 0.0]]))
+    eta = prior.natural_params(torch.tensor([0]))
+    mean, _ = Gaussian.mean_variance(eta)
+    assert mean[0, 0] < 0 < mean[0, 1]
+
+
+def test_initial_prior_is_standard_normal():
+    for family in FAMILIES:
+        prior = ConditionalExpFamilyPrior(4, family, n_labels=3)
+        z = torch.randn(3, 4, dtype=torch.float64)
+        u = torch.arange(3)
+        eta = prior.natural_params(u).double()
+        if family == "laplace":  # unit variance Laplace: scale 1/sqrt(2)
+            assert torch.allclose(-1.0 / eta, torch.full_like(eta, 2**-0.5), atol=1e-5)
+        else:
+            expected = StandardNormalPrior(4).log_prob(z)
+            assert torch.allclose(FAMILIES[family].log_prob(z, eta).sum(-1), expected, atol=1e-5)
+
+
+def test_continuous_u_uses_mlp_and_depends_on_u():
+    torch.manual_seed(0)
+    prior = ConditionalExpFamilyPrior(3, "gauss", aux_dim=2)
+    with torch.no_grad():
+        prior.net[-1].weight.normal_()
+    u = torch.tensor([[0.0, 1.0], [2.0, -1.0]])
+    eta = prior.natural_params(u)
+    assert eta.shape == (2, 3, 2)
+    assert not torch.allclose(eta[0], eta[1])
+    assert (eta[..., 1] < 0).all()
+
+
+def test_prior_needs_exactly_one_aux_kind():
+    with pytest.raises(ValueError, match="exactly one"):
+        ConditionalExpFamilyPrior(2, "gauss")
+    with pytest.raises(ValueError, match="unknown prior family"):
+        ConditionalExpFamilyPrior(2, "cauchy", n_labels=2)
+
+
+def test_standard_normal_prior_matches_scipy_and_follows_dtype():
+    prior = StandardNormalPrior(3).double()
+    z = torch.randn(5, 3, dtype=torch.float64)
+    np.testing.assert_allclose(prior.log_prob(z).numpy(), stats.norm.logpdf(z.numpy()).sum(1), rtol=1e-12)
+    assert prior.sample(torch.zeros(4, dtype=torch.long)).dtype == torch.float64
+    assert prior.natural_params(torch.zeros(2)).dtype == torch.float64
