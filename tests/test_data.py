@@ -10,7 +10,7 @@ def test_one_hot_u_becomes_labels():
     one_hot = np.eye(3)[labels]
     assert looks_one_hot(one_hot)
     data = make_dataset(np.zeros((4, 2)), one_hot)
-    assert data.u.dtype == np.int64 and np.array_equal(data.u, labels)
+    assert data.u.dtype == np.int64 and np.array_equal(data.u, labels) and data.u_was_one_hot
     assert aux_spec(data.u) == AuxSpec("labels", n_labels=3)
 
 
