@@ -159,7 +159,7 @@ def setup_torch(args: argparse.Namespace) -> None:
 
 def check_output_file(path: Path) -> None:
     """Fail before any work when ``path`` cannot be written."""
-    import os
+    import tempfile
 
     from .errors import UserError
 
@@ -168,8 +168,11 @@ def check_output_file(path: Path) -> None:
     folder = path.parent
     if not folder.is_dir():
         raise UserError(f"{path}: output folder {folder} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise UserError(f"{path}: output folder {folder} is not writable")
+    try:  # a real probe: os.access says yes to root even on read-only file systems
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{path}: output folder {folder} is not writable ({exc.strerror})") from None
 
 
 def cmd_data_synthetic(args: argparse.Namespace) -> None:

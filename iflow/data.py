@@ -127,8 +127,10 @@ def validate(x: np.ndarray, u: np.ndarray, s: np.ndarray | None, name: str, ll: 
         raise UserError(f"{name}: x has no columns (shape {x.shape})")
     if not is_real_numeric(x):
         raise UserError(f"{name}: x must be real numbers, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x.astype(np.float32))):
-        raise UserError(f"{name}: x contains NaN or inf, or values beyond float32 ({int((~np.isfinite(x.astype(np.float32))).sum())} entries)")
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = int((~np.isfinite(x.astype(np.float32))).sum())
+    if bad:
+        raise UserError(f"{name}: x contains NaN or inf, or values beyond float32 ({bad} entries)")
     if u.ndim == 0 or u.shape[0] != x.shape[0]:
         raise UserError(f"{name}: u has {u.shape[0] if u.ndim else 0} rows but x has {x.shape[0]}")
     if not is_real_numeric(u):
@@ -136,8 +138,11 @@ def validate(x: np.ndarray, u: np.ndarray, s: np.ndarray | None, name: str, ll: 
     if s is not None:
         if s.ndim != 2 or s.shape[0] != x.shape[0]:
             raise UserError(f"{name}: s must have shape ({x.shape[0]}, k), got {s.shape}")
-        if not is_real_numeric(s) or not np.all(np.isfinite(s.astype(np.float32))):
-            raise UserError(f"{name}: s must be finite real numbers")
+        if not is_real_numeric(s):
+            raise UserError(f"{name}: s must be finite real numbers, got dtype {s.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.all(np.isfinite(s.astype(np.float32))):
+                raise UserError(f"{name}: s contains NaN or inf, or values beyond float32")
     if ll is not None and (ll.shape != (x.shape[0],) or not is_real_numeric(ll)):
         raise UserError(f"{name}: true_log_likelihood must be {x.shape[0]} numbers, got shape {ll.shape} ({ll.dtype})")
 
