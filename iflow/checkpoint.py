@@ -86,7 +86,7 @@ def load_checkpoint(path: Path) -> dict:
     """Read a checkpoint written by :func:`save_checkpoint`; one clear error for anything else."""
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
-    except Exception as exc:  # torch raises many types for corrupt files
+    except Exception as exc:  # noqa: BLE001 (torch raises many types for corrupt files)
         raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); start again with --overwrite") from None
     if not isinstance(state, dict) or "model" not in state:
         raise UserError(f"{path}: not an iflow checkpoint")

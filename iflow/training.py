@@ -120,7 +120,9 @@ def split_for_training(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, 
             "lower --batch-size or give more data"
         )
     if len(val_idx) == 0:
-        raise UserError(f"{data.source}: {len(data)} rows leave no validation rows; raise --val-fraction or give more data")
+        raise UserError(
+            f"{data.source}: {len(data)} rows leave no validation rows; raise --val-fraction or give more data"
+        )
     return train_idx, val_idx
 
 
@@ -175,7 +177,9 @@ def check_same_run(saved: dict, identity: dict, path: Path) -> None:
     old = saved.get("identity", {}).get("config", {})
     changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in identity["config"].items() if old.get(k) != v]
     if changed:
-        raise UserError(f"{path}: options differ from the checkpointed run ({', '.join(changed)}); pass --overwrite to start again")
+        raise UserError(
+            f"{path}: options differ from the checkpointed run ({', '.join(changed)}); pass --overwrite to start again"
+        )
 
 
 @dataclass

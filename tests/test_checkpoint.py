@@ -25,7 +25,7 @@ from iflow.priors import ConditionalExpFamilyPrior
 from iflow.training import fit
 
 N, DIM = 400, 3
-OPTIONS = ["--epochs", "12", "--batch-size", "32", "--flow", "realnvp", "--depth", "2", "--hidden", "16", "--threads", "1"]
+OPTIONS = "--epochs 12 --batch-size 32 --flow realnvp --depth 2 --hidden 16 --threads 1".split()  # noqa: SIM905
 EVERY_STEP = ["--checkpoint-every", "0"]  # killed runs: a checkpoint after every step
 NEVER = ["--checkpoint-every", "1e9"]  # other runs: only the final one (checkpoints must not change results)
 
@@ -50,7 +50,8 @@ def reference(data_file: Path, tmp_path_factory) -> dict:
 
 def start_training(data_file: Path, out: Path) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    argv = [sys.executable, "-m", "iflow.cli", "train", "--data", str(data_file), "--out", str(out), *OPTIONS, *EVERY_STEP]
+    argv = [sys.executable, "-m", "iflow.cli", "train", "--data", str(data_file), "--out", str(out)]
+    argv += [*OPTIONS, *EVERY_STEP]
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -62,7 +63,7 @@ def wait_for_progress(proc: subprocess.Popen, checkpoint: Path, epochs: int, tim
         if checkpoint.exists():
             try:
                 progress = torch.load(checkpoint, weights_only=False)["progress"]
-            except Exception:  # replaced while reading: try again
+            except Exception:  # noqa: BLE001 (replaced while reading: try again)
                 progress = {"epoch": 0, "step": 0}
             if progress["epoch"] >= epochs and progress["step"] >= 2:
                 return
@@ -73,8 +74,8 @@ def wait_for_progress(proc: subprocess.Popen, checkpoint: Path, epochs: int, tim
 
 def assert_same_weights(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), f"{key} differs"
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), f"{key} differs"
 
 
 def test_sigkill_then_resume_is_bit_identical(data_file: Path, reference: dict, tmp_path: Path, capsys) -> None:

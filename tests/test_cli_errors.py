@@ -98,6 +98,7 @@ TRAIN_BAD = "train --data {d}/bad.npz --out {d}/new_run " + " ".join(TINY)
 TRAIN_GOOD = "train --data {good} --out {d}/new_run " + " ".join(TINY)
 ROWS = np.arange(N)
 
+# fmt: off
 CASES = [
     Case("nan in x", TRAIN_BAD, ("bad.npz", "NaN or inf"), npz("bad.npz", x=np.where(ROWS[:, None] == 5, np.nan, 1.0) * np.ones((N, DIM)))),
     Case("inf in x", TRAIN_BAD, ("bad.npz", "NaN or inf"), npz("bad.npz", x=np.full((N, DIM), np.inf))),
@@ -111,18 +112,18 @@ CASES = [
     Case("u strings", TRAIN_BAD, ("bad.npz", "u must be numbers"), npz("bad.npz", u=np.array(["a"] * N))),
     Case("u label far beyond rows", TRAIN_BAD, ("bad.npz", "labels must be 0, 1, 2"), npz("bad.npz", u=ROWS * 10**9)),
     Case("u unseen at encode", "encode --run {run} --data {d}/bad.npz --out {d}/z.npz", ("bad.npz", "unseen in training [99]"),
-         npz("bad.npz", u=np.where(ROWS == 3, 99, ROWS % LABELS))),  # fmt: skip
+         npz("bad.npz", u=np.where(ROWS == 3, 99, ROWS % LABELS))),
     Case("s wrong rows", TRAIN_BAD, ("bad.npz", "s must have shape"), npz("bad.npz", s=np.ones((7, DIM)))),
     Case("true_log_likelihood wrong shape", TRAIN_BAD, ("bad.npz", "true_log_likelihood"),
-         npz("bad.npz", true_log_likelihood=np.ones((N, 2)))),  # fmt: skip
+         npz("bad.npz", true_log_likelihood=np.ones((N, 2)))),
     Case("empty data", TRAIN_BAD, ("bad.npz", "empty"), npz("bad.npz", x=np.ones((0, DIM)), u=np.zeros(0, int), s=None)),
     Case("x without columns", TRAIN_BAD, ("bad.npz", "no columns"), npz("bad.npz", x=np.ones((N, 0)))),
     Case("smaller than one batch", TRAIN_BAD, ("bad.npz", "fewer than one batch"),
-         npz("bad.npz", x=np.ones((20, DIM)), u=np.arange(20) % 2, s=None)),  # fmt: skip
+         npz("bad.npz", x=np.ones((20, DIM)), u=np.arange(20) % 2, s=None)),
     Case("no validation rows", "train --data {d}/bad.npz --out {d}/new_run --batch-size 4", ("bad.npz", "no validation rows"),
-         npz("bad.npz", x=np.random.default_rng(1).normal(size=(4, DIM)), u=np.zeros(4, int), s=None)),  # fmt: skip
+         npz("bad.npz", x=np.random.default_rng(1).normal(size=(4, DIM)), u=np.zeros(4, int), s=None)),
     Case("one-dimensional x for a coupling flow", TRAIN_BAD, ("realnvp", "at least 2 dimensions"),
-         npz("bad.npz", x=np.random.default_rng(1).normal(size=(N, 1)), s=None)),  # fmt: skip
+         npz("bad.npz", x=np.random.default_rng(1).normal(size=(N, 1)), s=None)),
     Case("missing key u", TRAIN_BAD, ("bad.npz", "missing array 'u'"), npz("bad.npz", u=None)),
     Case("missing data file", TRAIN_BAD, ("bad.npz", "no such file"), None),
     Case("data path is a folder", "train --data {d} --out {d}/new_run", ("not a readable .npz",), None),
@@ -132,16 +133,16 @@ CASES = [
     Case("truncated npz", TRAIN_BAD, ("bad.npz", "not a readable .npz"), truncated),
     Case("pickled object array", TRAIN_BAD, ("bad.npz", "not a readable .npz"), npz("bad.npz", u=np.array([None] * N, dtype=object))),
     Case("dimension differs from run", "eval --run {run} --data {d}/bad.npz", ("bad.npz", "x has 4 dimensions", "trained on 3"),
-         npz("bad.npz", x=np.ones((N, 4)))),  # fmt: skip
+         npz("bad.npz", x=np.ones((N, 4)))),
     Case("run directory missing", "eval --run {d}/nope --data {good}", ("nope", "no such run directory")),
     Case("run without weights", "eval --run {d}/run --data {good}", ("run", "missing model.pt"),
-         copy_run(lambda r: (r / "model.pt").unlink())),  # fmt: skip
+         copy_run(lambda r: (r / "model.pt").unlink())),
     Case("weights corrupt", "eval --run {d}/run --data {good}", ("model.pt", "unreadable weights"),
-         copy_run(lambda r: (r / "model.pt").write_bytes(b"garbage"))),  # fmt: skip
+         copy_run(lambda r: (r / "model.pt").write_bytes(b"garbage"))),
     Case("weights of another model type", "eval --run {d}/run --data {good}", ("model.pt", "weights of a 'ivae' model"),
-         copy_run(edit_weights(model="ivae"))),  # fmt: skip
+         copy_run(edit_weights(model="ivae"))),
     Case("weights of a newer format", "encode --run {d}/run --data {good} --out {d}/z.npz", ("model.pt", "newer iflow"),
-         copy_run(edit_weights(format_version=99))),  # fmt: skip
+         copy_run(edit_weights(format_version=99))),
     Case("existing run dir without --overwrite", TRAIN_GOOD, ("new_run", "--overwrite", "--resume"), existing_run),
     Case("run dir path is a file", "train --data {good} --out {good} " + " ".join(TINY), ("exists and is not a directory",)),
     Case("unwritable run dir", "train --data {good} --out /proc/iflow-test-run " + " ".join(TINY), ("/proc/iflow-test-run", "cannot create")),
@@ -170,6 +171,7 @@ CASES = [
     Case("missing required option", "train --data {good}", ("--out", "required")),
     Case("unknown command", "fly", ("invalid choice",)),
 ]
+# fmt: on
 
 
 @pytest.fixture(scope="module")
@@ -228,7 +230,9 @@ def test_real_entry_point_prints_one_line(tmp_path: Path) -> None:
     np.savez(tmp_path / "bad.npz", **{**good_arrays(), "x": np.full((N, DIM), np.nan)})
     for argv in (["train", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "r"), "--epochs", "-2"],
                  ["train", "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "r")]):  # fmt: skip
-        proc = subprocess.run([sys.executable, "-m", "iflow.cli", *argv], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "iflow.cli", *argv], capture_output=True, text=True, timeout=120, check=False
+        )
         check_one_line_error(proc.returncode, proc.stderr, ("iflow: error:",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.npz"]
 

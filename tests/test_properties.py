@@ -226,7 +226,9 @@ def test_every_family_samples_follow_scipy(family: str) -> None:
     draws = FAMILIES[family].sample(eta.expand(4000, -1), generator).numpy()
     twin = SCIPY_TWINS[family](eta.numpy())
     assert stats.kstest(draws, twin.cdf).pvalue > 1e-3
-    assert stats.kstest(draws, stats.norm(twin.mean() + 0.2 * twin.std(), twin.std()).cdf).pvalue < 1e-3, "test too weak"
+    assert stats.kstest(draws, stats.norm(twin.mean() + 0.2 * twin.std(), twin.std()).cdf).pvalue < 1e-3, (
+        "test too weak"
+    )
 
 
 @settings(max_examples=15, deadline=None, derandomize=True)
