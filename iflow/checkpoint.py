@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +31,13 @@ class Checkpointing:
 
     ``every``: seconds between checkpoints (0: after every step); one is always
     written when training ends. ``resume``: continue from ``path`` if it exists.
+    ``context``: anything else a resumed run must match (e.g. the model config).
     """
 
     path: Path
     every: float = 60.0
     resume: bool = False
+    context: dict = field(default_factory=dict)
 
 
 def rng_states(generator: torch.Generator) -> dict:

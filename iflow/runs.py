@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -75,6 +75,9 @@ def train(
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
     run = Run(model, model_config, train_config, standardizer)
+    if checkpoint is not None:  # a resumed run must have the same model too
+        model_options = {f"model.{k}": v for k, v in asdict(model_config).items()}
+        checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
     result = fit(model, run.standardized(data), train_config, progress=progress, checkpoint=checkpoint)
     return run, result
 

@@ -165,17 +165,20 @@ def stop_requests(enabled: bool) -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def run_identity(data: Dataset, config: TrainConfig) -> dict:
+def run_identity(data: Dataset, config: TrainConfig, context: dict) -> dict:
     """What a checkpoint must match to be resumed: the options that change results, and the data."""
     options = {k: v for k, v in asdict(config).items() if k not in ("device", "threads")}
-    return {"config": options, "data": data_fingerprint(data.x, data.u)}
+    return {"config": {**options, **context}, "data": data_fingerprint(data.x, data.u)}
 
 
 def check_same_run(saved: dict, identity: dict, path: Path) -> None:
     if saved.get("identity", {}).get("data") != identity["data"]:
         raise UserError(f"{path}: the checkpoint was made on different data; pass --overwrite to start again")
     old = saved.get("identity", {}).get("config", {})
-    changed = [f"{k} {old.get(k)!r} -> {v!r}" for k, v in identity["config"].items() if old.get(k) != v]
+    keys = sorted(set(old) | set(identity["config"]))
+    changed = [
+        f"{k} {old.get(k)!r} -> {identity['config'].get(k)!r}" for k in keys if old.get(k) != identity["config"].get(k)
+    ]
     if changed:
         raise UserError(
             f"{path}: options differ from the checkpointed run ({', '.join(changed)}); pass --overwrite to start again"
@@ -266,7 +269,7 @@ def fit(
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     trainer = Trainer(model, optimizer, schedule, generator, Progress(best_state=copy.deepcopy(model.state_dict())))
-    identity = run_identity(data, config)
+    identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
     if checkpoint is not None and checkpoint.resume and Path(checkpoint.path).exists():
         saved = load_checkpoint(checkpoint.path)
         check_same_run(saved, identity, checkpoint.path)

@@ -108,6 +108,9 @@ def test_sigint_saves_then_exits_and_resume_matches(data_file: Path, reference: 
     assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_FILE]
     saved = load_checkpoint(out / CHECKPOINT_FILE)
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
+    capsys.readouterr()
+    assert main(["train", "--data", str(data_file), "--out", str(out), *OPTIONS, "--flow", "glow", "--resume"]) == 2
+    assert "options differ from the checkpointed run (model.flow 'realnvp' -> 'glow')" in capsys.readouterr().err
 
     assert main(["train", "--data", str(data_file), "--out", str(out), *OPTIONS, *NEVER, "--resume"]) == 0
     assert_same_weights(reference, torch.load(out / "model.pt", weights_only=True)["state_dict"])
