@@ -350,7 +350,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")
     print(f"baseline: MCC of x itself against the sources = {mcc(data.x, data.s).mcc:.3f}")
     defaults = build_parser().parse_args(["train", "--data", "-", "--out", "-"])
-    defaults.resume = defaults.overwrite = False
     options = SimpleNamespace(**{**vars(defaults), "device": args.device, "threads": args.threads, "data": "demo"})
     metrics = train_and_save(options, data, args.out / "run")
     print(f"identifiable flow: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")

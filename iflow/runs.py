@@ -2,7 +2,8 @@
 
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
-``history.json`` and ``figures/``.
+``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
+:mod:`iflow.checkpoint`), removed once the run is saved.
 """
 
 from __future__ import annotations

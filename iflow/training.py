@@ -273,7 +273,11 @@ def fit(
     if checkpoint is not None and checkpoint.resume and Path(checkpoint.path).exists():
         saved = load_checkpoint(checkpoint.path)
         check_same_run(saved, identity, checkpoint.path)
-        trainer.restore(saved)
+        try:
+            trainer.restore(saved)
+        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a checkpoint of a differently shaped model
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{checkpoint.path}: the checkpoint does not fit this model ({reason})") from None
     good = trainer.capture()
     last_save = time.monotonic()
 

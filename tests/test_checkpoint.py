@@ -138,6 +138,15 @@ def test_resume_refuses_other_options_or_data(tmp_path: Path) -> None:
         fit(tiny_model(), tiny_data(seed=1), config, progress=False, checkpoint=Checkpointing(path, resume=True))
 
 
+def test_checkpoint_of_another_model_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_FILE
+    config = TrainConfig(epochs=1, batch_size=50)
+    fit(tiny_model(), tiny_data(), config, progress=False, checkpoint=Checkpointing(path))
+    other = IdentifiableFlow(build_flow("glow", DIM, depth=1, hidden=8), ConditionalExpFamilyPrior(DIM, n_labels=4))
+    with pytest.raises(UserError, match="does not fit this model"):
+        fit(other, tiny_data(), config, progress=False, checkpoint=Checkpointing(path, resume=True))
+
+
 def test_resume_of_a_finished_checkpoint_reproduces_the_result(tmp_path: Path) -> None:
     path = tmp_path / CHECKPOINT_FILE
     config = TrainConfig(epochs=2, batch_size=50)
