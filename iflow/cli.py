@@ -198,7 +198,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: x {data.x.shape}, {config.segments} segments, sources {data.s.shape}")
 
 
-def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> bool:
+def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> bool:
     """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
     import shutil
 
@@ -214,7 +214,8 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False) -> bool:
             return True
     if out.exists() and any(out.iterdir()):
         if not (overwrite or resume):
-            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it or --resume to continue it")
+            hint = " or --resume to continue it" if resumable else ""
+            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it{hint}")
         if resume and not overwrite and (out / "model.pt").is_file():
             raise UserError(f"{out}: the run is complete (no checkpoint left to resume); pass --overwrite to train again")
         shutil.rmtree(out)
@@ -285,7 +286,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     data = load_npz(args.data)
     split_for_training(data, train_config)
     build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
-    resuming = prepare_run_dir(args.out, args.overwrite, args.resume)
+    resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
         metrics = train_and_save(args, data, args.out, checkpoint)
