@@ -174,6 +174,11 @@ def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"PK", b"\x93NUMPY")):  # numpy would call anything else "pickled data"
+            raise UserError(f"{path}: not an .npz file (it does not start like a zip archive)")
     try:
         archive = np.load(path, allow_pickle=False)
         if not isinstance(archive, np.lib.npyio.NpzFile):
