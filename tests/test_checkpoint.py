@@ -22,7 +22,7 @@ from iflow.errors import UserError
 from iflow.flows import build_flow
 from iflow.models import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
-from iflow.training import fit
+from iflow.training import TrainingInterrupted, fit
 
 N, DIM = 400, 3
 OPTIONS = "--epochs 12 --batch-size 32 --flow realnvp --depth 2 --hidden 16 --threads 1".split()  # noqa: SIM905
@@ -167,3 +167,35 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="unreadable checkpoint"):
         load_checkpoint(path)
+
+
+class SignalAt(IdentifiableFlow):
+    """A model that sends its own process ``signum`` at the given loss call (a kill on cue)."""
+
+    def __init__(self, call: int, signum: int):
+        base = tiny_model()
+        super().__init__(base.flow, base.prior)
+        self.call, self.signum, self.calls = call, signum, 0
+
+    def loss(self, x, u):
+        self.calls += 1
+        if self.calls == self.call:
+            os.kill(os.getpid(), self.signum)
+        return super().loss(x, u)
+
+
+def test_sigterm_mid_epoch_saves_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) -> None:
+    config = TrainConfig(epochs=3, batch_size=40)  # 4 steps per epoch
+    reference = tiny_model()
+    fit(reference, tiny_data(), config, progress=False)
+
+    path = tmp_path / CHECKPOINT_FILE
+    with pytest.raises(TrainingInterrupted, match="checkpoint saved"):
+        fit(SignalAt(6, signal.SIGTERM), tiny_data(), config, progress=False, checkpoint=Checkpointing(path))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the previous handler must be restored"
+    progress = load_checkpoint(path)["progress"]
+    assert (progress["epoch"], progress["step"]) == (1, 2)
+
+    resumed = tiny_model()
+    fit(resumed, tiny_data(), config, progress=False, checkpoint=Checkpointing(path, resume=True))
+    assert_same_weights(reference.state_dict(), resumed.state_dict())
