@@ -40,4 +40,7 @@ def build_model(config: ModelConfig) -> nn.Module:
         raise UserError(f"unknown --flow {config.flow!r}; choose from {sorted(FLOWS)}")
     if config.prior not in FAMILIES:
         raise UserError(f"unknown --prior {config.prior!r}; choose from {sorted(FAMILIES)}")
-    return MODELS[config.model](config)
+    try:
+        return MODELS[config.model](config)
+    except ValueError as exc:  # a builder refusing its arguments, e.g. a coupling flow on 1-D data
+        raise UserError(f"--model {config.model} --flow {config.flow}: {exc}") from None

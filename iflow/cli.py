@@ -7,17 +7,52 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 DEFAULT_THREADS = 1
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line ``iflow: error: ...`` (exit 2), like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"iflow: error: {self.prog.removeprefix('iflow').strip() + ': ' if self.prog != 'iflow' else ''}"
+                     f"{message} (see {self.prog} --help)\n")  # fmt: skip
+
+
 def positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
+
+
+def _float(text: str, ok, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    return _float(text, lambda v: v > 0, "a number > 0")
+
+
+def nonnegative_float(text: str) -> float:
+    return _float(text, lambda v: v >= 0, "a number >= 0")
+
+
+def fraction(text: str) -> float:
+    return _float(text, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -27,14 +62,14 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
 
 def add_synthetic_options(p: argparse.ArgumentParser) -> None:
     from_defaults = {"sources": 5, "segments": 40, "per_segment": 1000, "layers": 3}
-    p.add_argument("--sources", type=int, default=from_defaults["sources"], help="number of sources n (default 5)")
-    p.add_argument("--segments", type=int, default=from_defaults["segments"], help="number of segments M (default 40)")
-    p.add_argument("--per-segment", type=int, default=from_defaults["per_segment"], help="points per segment L (default 1000)")
-    p.add_argument("--layers", type=int, default=from_defaults["layers"], help="mixing MLP layers (default 3)")
+    p.add_argument("--sources", type=positive_int, default=from_defaults["sources"], help="number of sources n (default 5)")
+    p.add_argument("--segments", type=positive_int, default=from_defaults["segments"], help="number of segments M (default 40)")
+    p.add_argument("--per-segment", type=positive_int, default=from_defaults["per_segment"], help="points per segment L (default 1000)")
+    p.add_argument("--layers", type=positive_int, default=from_defaults["layers"], help="mixing MLP layers (default 3)")
     p.add_argument("--activation", choices=["xtanh", "leaky"], default="xtanh", help="mixing activation (default xtanh)")
     p.add_argument("--centered", action="store_true", help="zero-mean sources (variance-modulated only)")
     p.add_argument("--prior", choices=["gauss", "laplace"], default="gauss", help="source distribution (default gauss)")
-    p.add_argument("--noise", type=float, default=0.0, help="std of Gaussian observation noise (default 0)")
+    p.add_argument("--noise", type=nonnegative_float, default=0.0, help="std of Gaussian observation noise (default 0)")
     p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
 
 
@@ -45,20 +80,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", type=positive_int, default=None, help="flow depth (default: the flow's own)")
     p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of coupling networks (default 64)")
     p.add_argument("--bins", type=positive_int, default=8, help="spline bins (default 8)")
-    p.add_argument("--tail-bound", type=float, default=4.0, help="spline interval [-B, B] (default 4)")
+    p.add_argument("--tail-bound", type=positive_float, default=4.0, help="spline interval [-B, B] (default 4)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
-    p.add_argument("--batch-size", type=int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default 1e-3)")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
+    p.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="Adam weight decay (default 0)")
+    p.add_argument("--val-fraction", type=fraction, default=0.1, help="held-out fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="iflow", description="Identifiable flows: train, recover latents, score.")
+    parser = ArgumentParser(prog="iflow", description="Identifiable flows: train, recover latents, score.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="make data sets")
@@ -75,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(train)
     train.add_argument("--out", required=True, type=Path, help="run directory")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    train.add_argument("--resume", action="store_true", help="continue a killed or interrupted run from its checkpoint")
+    train.add_argument("--checkpoint-every", type=nonnegative_float, default=60.0, metavar="SECONDS",
+                       help="seconds between resume checkpoints (default 60; 0: every step)")  # fmt: skip
     train.set_defaults(handler=cmd_train)
 
     encode = commands.add_parser("encode", help="recover latents z = g(x)")
@@ -103,24 +141,38 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
     demo.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    demo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_runtime_options(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
 
 
 def setup_torch(args: argparse.Namespace) -> None:
+    """Thread count, and the device checked before any work is done."""
     import torch
 
+    from .training import resolve_device
+
     torch.set_num_threads(args.threads)
+    resolve_device(args.device)
 
 
 def check_output_file(path: Path) -> None:
+    """Fail before any work when ``path`` cannot be written."""
+    import tempfile
+
     from .errors import UserError
 
     if path.exists() and path.is_dir():
         raise UserError(f"{path}: is a directory, expected a file path")
-    if not path.parent.exists() and str(path.parent) not in ("", "."):
-        raise UserError(f"{path.parent}: output folder does not exist")
+    folder = path.parent
+    if not folder.is_dir():
+        raise UserError(f"{path}: output folder {folder} does not exist")
+    try:  # a real probe: os.access says yes to root even on read-only file systems
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserError(f"{path}: output folder {folder} is not writable ({exc.strerror})") from None
 
 
 def cmd_data_synthetic(args: argparse.Namespace) -> None:
@@ -146,28 +198,37 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: x {data.x.shape}, {config.segments} segments, sources {data.s.shape}")
 
 
-def prepare_run_dir(out: Path, overwrite: bool) -> None:
+def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> bool:
+    """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
     import shutil
 
+    from .checkpoint import CHECKPOINT_FILE
     from .errors import UserError
+    from .files import remove_stale_temporaries
 
-    if out.exists():
-        if not overwrite:
-            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it")
-        if not out.is_dir():
-            raise UserError(f"{out}: exists and is not a directory")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a directory")
+    if out.exists() and resume:
+        remove_stale_temporaries(out)
+        if (out / CHECKPOINT_FILE).is_file():
+            return True
+    if out.exists() and any(out.iterdir()):
+        if not (overwrite or resume):
+            hint = " or --resume to continue it" if resumable else ""
+            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it{hint}")
+        if resume and not overwrite and (out / "model.pt").is_file():
+            raise UserError(f"{out}: the run is complete (no checkpoint left to resume); pass --overwrite to train again")
         shutil.rmtree(out)
     try:
-        out.mkdir(parents=True)
+        out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{out}: cannot create run directory ({exc.strerror})") from None
+    return False
 
 
-def train_and_save(args: argparse.Namespace, data, out: Path) -> dict:
-    """Train on ``data`` per the parsed options, save the run with figures, return its metrics."""
+def configs_from(args: argparse.Namespace):
+    """The validated (ModelConfig, TrainConfig) the options describe."""
     from .config import ModelConfig, TrainConfig
-    from .figures import save_sources_figure, save_training_figure
-    from .runs import encode_dataset, evaluate, save_run, train
 
     model_config = ModelConfig(
         model=args.model, flow=args.flow, prior=args.prior, depth=args.depth,
@@ -178,13 +239,27 @@ def train_and_save(args: argparse.Namespace, data, out: Path) -> dict:
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, threads=args.threads,
     )  # fmt: skip
     train_config.validate()
-    run, result = train(data, model_config, train_config)
+    return model_config, train_config
+
+
+def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None) -> dict:
+    """Train on ``data`` per the parsed options, save the run with figures, return its metrics.
+
+    The resume ``checkpoint`` (if any) is deleted once the run is saved.
+    """
+    from .figures import save_sources_figure, save_training_figure
+    from .runs import encode_dataset, evaluate, save_run, train
+
+    model_config, train_config = configs_from(args)
+    run, result = train(data, model_config, train_config, checkpoint=checkpoint)
     metrics = evaluate(run, data)
     metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
     save_run(run, out, result, metrics)
     save_training_figure(result.history, out / "figures" / "training.png")
     if data.s is not None:
         save_sources_figure(data.s, encode_dataset(run, data), out / "figures" / "sources.png")
+    if checkpoint is not None:
+        checkpoint.path.unlink(missing_ok=True)
     return metrics
 
 
@@ -198,14 +273,29 @@ def format_metrics(metrics: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    """Everything that can be checked is checked before the run directory is touched."""
+    from dataclasses import replace
+
+    from .build import build_model
+    from .checkpoint import CHECKPOINT_FILE, Checkpointing
     from .data import aux_spec, load_npz
+    from .training import split_for_training
 
     setup_torch(args)
+    model_config, train_config = configs_from(args)
     data = load_npz(args.data)
-    prepare_run_dir(args.out, args.overwrite)
+    split_for_training(data, train_config)
+    build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
-    print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{aux_spec(data.u).describe()}")
-    metrics = train_and_save(args, data, args.out)
+    print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{aux_spec(data.u, data.source).describe()}")
+    resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
+    checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
+    try:
+        metrics = train_and_save(args, data, args.out, checkpoint)
+    except BaseException:
+        if args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()  # nothing was saved: leave nothing behind
+        raise
     print(f"{args.out}: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
 
 
@@ -257,7 +347,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     from .synthetic import SyntheticConfig, generate
 
     setup_torch(args)
-    prepare_run_dir(args.out, overwrite=True)
+    prepare_run_dir(args.out, overwrite=args.overwrite)
     synthetic = generate(SyntheticConfig(seed=args.seed))
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"synthetic seed {args.seed}")
     print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")
@@ -277,12 +367,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.handler(args)
     except UserError as exc:
-        print(f"iflow: error: {exc}", file=sys.stderr)
+        print(f"iflow: error: {one_line(exc)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("iflow: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        print(f"iflow: interrupted{'; ' + one_line(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     return 0
+
+
+def one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -113,22 +113,39 @@ def normalize_aux(u: np.ndarray, name: str) -> np.ndarray:
     raise UserError(f"{name}: u must have shape (n,) or (n, m), got {u.shape}")
 
 
-def validate(x: np.ndarray, u: np.ndarray, s: np.ndarray | None, name: str) -> None:
+def is_real_numeric(a: np.ndarray) -> bool:
+    """Integers, floats or booleans (not complex, strings or objects)."""
+    return bool(np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating) or a.dtype == np.bool_)
+
+
+def validate(x: np.ndarray, u: np.ndarray, s: np.ndarray | None, name: str, ll: np.ndarray | None = None) -> None:
+    """Raise :class:`UserError` naming the file and the problem for any malformed array."""
     if x.ndim != 2:
         raise UserError(f"{name}: x must have shape (n, d), got {x.shape}")
     if x.shape[0] == 0:
         raise UserError(f"{name}: the data set is empty")
-    if not np.issubdtype(x.dtype, np.number):
-        raise UserError(f"{name}: x must be numeric, got dtype {x.dtype}")
-    if not np.all(np.isfinite(x)):
-        raise UserError(f"{name}: x contains NaN or inf ({int((~np.isfinite(x)).sum())} entries)")
-    if u.shape[0] != x.shape[0]:
-        raise UserError(f"{name}: u has {u.shape[0]} rows but x has {x.shape[0]}")
+    if x.shape[1] == 0:
+        raise UserError(f"{name}: x has no columns (shape {x.shape})")
+    if not is_real_numeric(x):
+        raise UserError(f"{name}: x must be real numbers, got dtype {x.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = int((~np.isfinite(x.astype(np.float32))).sum())
+    if bad:
+        raise UserError(f"{name}: x contains NaN or inf, or values beyond float32 ({bad} entries)")
+    if u.ndim == 0 or u.shape[0] != x.shape[0]:
+        raise UserError(f"{name}: u has {u.shape[0] if u.ndim else 0} rows but x has {x.shape[0]}")
+    if not is_real_numeric(u):
+        raise UserError(f"{name}: u must be numbers (integer labels or floats), got dtype {u.dtype}")
     if s is not None:
         if s.ndim != 2 or s.shape[0] != x.shape[0]:
             raise UserError(f"{name}: s must have shape ({x.shape[0]}, k), got {s.shape}")
-        if not np.all(np.isfinite(s)):
-            raise UserError(f"{name}: s contains NaN or inf")
+        if not is_real_numeric(s):
+            raise UserError(f"{name}: s must be finite real numbers, got dtype {s.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.all(np.isfinite(s.astype(np.float32))):
+                raise UserError(f"{name}: s contains NaN or inf, or values beyond float32")
+    if ll is not None and (ll.shape != (x.shape[0],) or not is_real_numeric(ll)):
+        raise UserError(f"{name}: true_log_likelihood must be {x.shape[0]} numbers, got shape {ll.shape} ({ll.dtype})")
 
 
 def make_dataset(
@@ -141,7 +158,9 @@ def make_dataset(
     """Validate arrays and build a :class:`Dataset` (raises :class:`UserError`)."""
     x = np.asarray(x)
     u = np.asarray(u)
-    validate(x, u, s, name)
+    s = None if s is None else np.asarray(s)
+    true_log_likelihood = None if true_log_likelihood is None else np.asarray(true_log_likelihood)
+    validate(x, u, s, name, true_log_likelihood)
     return Dataset(
         x=x.astype(np.float32),
         u=normalize_aux(u, name),
@@ -157,10 +176,18 @@ def load_npz(path: str | Path) -> Dataset:
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"PK", b"\x93NUMPY")):  # numpy would call anything else "pickled data"
+            raise UserError(f"{path}: not an .npz file (it does not start like a zip archive)")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: a single .npy array, not an .npz archive with x and u")
+        with archive:
             arrays = {key: archive[key] for key in archive.files}
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise UserError(f"{path}: not a readable .npz file ({exc})") from None
     for key in ("x", "u"):
         if key not in arrays:
@@ -168,10 +195,13 @@ def load_npz(path: str | Path) -> Dataset:
     return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), str(path))
 
 
-def aux_spec(u: np.ndarray) -> AuxSpec:
-    """The prior input a data set calls for."""
+def aux_spec(u: np.ndarray, name: str = "<memory>") -> AuxSpec:
+    """The prior input a data set calls for (labels must be 0..K-1 with K at most the number of rows)."""
     if u.ndim == 1:
-        return AuxSpec("labels", n_labels=int(u.max()) + 1)
+        n_labels = int(u.max()) + 1
+        if n_labels > len(u):
+            raise UserError(f"{name}: u has label {n_labels - 1} but only {len(u)} rows; labels must be 0, 1, 2, ...")
+        return AuxSpec("labels", n_labels=n_labels)
     return AuxSpec("continuous", aux_dim=u.shape[1])
 
 

@@ -2,16 +2,15 @@
 
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
-``history.json`` and ``figures/``.
+``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
+:mod:`iflow.checkpoint`), removed once the run is saved.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -19,28 +18,15 @@ import torch
 from torch import nn
 
 from .build import build_model
+from .checkpoint import Checkpointing
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
 from .data import Dataset, Standardizer, aux_spec, check_aux
 from .errors import UserError
+from .files import atomic_write
 from .metrics import mcc
-from .training import TrainResult, as_tensors, batched, encode, fit, resolve_device
+from .training import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
-
-
-def atomic_write(path: Path, write) -> None:
-    """Write through ``write(file_object)`` into a temporary file, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_json(path: Path, obj: dict) -> None:
@@ -75,14 +61,25 @@ class Run:
 
 
 def train(
-    data: Dataset, model_config: ModelConfig, train_config: TrainConfig, progress: bool = True
+    data: Dataset,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    progress: bool = True,
+    checkpoint: Checkpointing | None = None,
 ) -> tuple[Run, TrainResult]:
-    """Standardise x, build the model the config names, fit it; nothing is written."""
+    """Standardise x, build the model the config names (initialised from the seed), fit it.
+
+    Nothing but the optional resume ``checkpoint`` is written.
+    """
     standardizer = Standardizer.fit(data.x)
-    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u))
+    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source))
+    seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
     run = Run(model, model_config, train_config, standardizer)
-    result = fit(model, run.standardized(data), train_config, progress=progress)
+    if checkpoint is not None:  # a resumed run must have the same model too
+        model_options = {f"model.{k}": v for k, v in asdict(model_config).items()}
+        checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
+    result = fit(model, run.standardized(data), train_config, progress=progress, checkpoint=checkpoint)
     return run, result
 
 

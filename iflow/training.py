@@ -1,25 +1,46 @@
 """One trainer for every model: Adam, a learning-rate schedule, a validation split scored
-by log-likelihood, the best checkpoint kept, MCC on the full data when sources are known."""
+by log-likelihood, the best checkpoint kept, MCC on the full data when sources are known.
+
+Reliability: non-finite losses roll back and retry with a smaller learning rate,
+checkpoints make killed runs resumable bit for bit, SIGINT/SIGTERM stop cleanly."""
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
+import signal
+import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .checkpoint import (
+    Checkpointing,
+    all_finite,
+    data_fingerprint,
+    load_checkpoint,
+    restore_rng_states,
+    rng_states,
+    save_checkpoint,
+)
 from .config import TrainConfig
 from .data import Dataset, split_indices
 from .errors import UserError
 from .metrics import mcc
 
 EVAL_BATCH = 8192
+LR_DECAY = 0.1  # learning-rate factor after each divergence
+MAX_RETRIES = 3  # learning-rate reductions before giving up
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,21 +99,168 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 
-def fit(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool = True) -> TrainResult:
-    """Train ``model`` in place on (standardised) ``data``; load the best weights at the end.
+def scale_learning_rate(optimizer: torch.optim.Optimizer, schedule, factor: float) -> None:
+    """Multiply the learning rate, and the whole schedule ahead, by ``factor``."""
+    for group in optimizer.param_groups:
+        group["lr"] *= factor
+        if "initial_lr" in group:
+            group["initial_lr"] *= factor
+    schedule.base_lrs = [lr * factor for lr in schedule.base_lrs]
+    if hasattr(schedule, "eta_min"):
+        schedule.eta_min *= factor
+    schedule._last_lr = [group["lr"] for group in optimizer.param_groups]
 
-    The model provides ``loss(x, u)`` (minimised), ``log_prob(x, u)`` (validation score)
-    and ``encode(x, u)`` (latents, for MCC when ``data.s`` is known).
-    """
-    config.validate()
-    device = resolve_device(config.device)
-    seed_everything(config.seed)
+
+def split_for_training(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded (train, validation) rows; :class:`UserError` when they cannot fill a batch."""
     train_idx, val_idx = split_indices(len(data), config.val_fraction, config.seed)
     if len(train_idx) < config.batch_size:
         raise UserError(
             f"{data.source}: {len(train_idx)} training rows is fewer than one batch ({config.batch_size}); "
             "lower --batch-size or give more data"
         )
+    if len(val_idx) == 0:
+        raise UserError(
+            f"{data.source}: {len(data)} rows leave no validation rows; raise --val-fraction or give more data"
+        )
+    return train_idx, val_idx
+
+
+class TrainingDiverged(UserError):
+    """The loss or a gradient stayed non-finite after every learning-rate reduction."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the message says where the checkpoint was saved."""
+
+
+@dataclass
+class Progress:
+    """Where training stands: ``epoch`` epochs done and ``step`` steps of the next, in data ``order``."""
+
+    epoch: int = 0
+    step: int = 0
+    order: Tensor | None = None  # (n_train,) permutation of the current epoch
+    total: float = 0.0  # summed loss of the current epoch's steps
+    retries: int = 0  # learning-rate reductions after divergence so far
+    elapsed: float = 0.0  # seconds trained before the last checkpoint
+    best_state: dict | None = None
+    result: TrainResult = field(default_factory=TrainResult)
+
+
+@contextmanager
+def stop_requests(enabled: bool) -> Iterator[list[int]]:
+    """Turn SIGINT/SIGTERM into a list of received signals, checked between steps."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_identity(data: Dataset, config: TrainConfig, context: dict) -> dict:
+    """What a checkpoint must match to be resumed: the options that change results, and the data."""
+    options = {k: v for k, v in asdict(config).items() if k not in ("device", "threads")}
+    return {"config": {**options, **context}, "data": data_fingerprint(data.x, data.u)}
+
+
+def check_same_run(saved: dict, identity: dict, path: Path) -> None:
+    if saved.get("identity", {}).get("data") != identity["data"]:
+        raise UserError(f"{path}: the checkpoint was made on different data; pass --overwrite to start again")
+    old = saved.get("identity", {}).get("config", {})
+    keys = sorted(set(old) | set(identity["config"]))
+    changed = [
+        f"{k} {old.get(k)!r} -> {identity['config'].get(k)!r}" for k in keys if old.get(k) != identity["config"].get(k)
+    ]
+    if changed:
+        raise UserError(
+            f"{path}: options differ from the checkpointed run ({', '.join(changed)}); pass --overwrite to start again"
+        )
+
+
+@dataclass
+class Trainer:
+    """The mutable state of one :func:`fit` call, with capture/restore for checkpoints and rollback."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    progress: Progress
+    clock_start: float = field(default_factory=time.perf_counter)
+
+    def seconds(self) -> float:
+        return self.progress.elapsed + time.perf_counter() - self.clock_start
+
+    def capture(self) -> dict:
+        """A deep copy of everything the rest of training depends on."""
+        progress = {f.name: getattr(self.progress, f.name) for f in fields(Progress)}
+        progress.update(elapsed=self.seconds(), result=asdict(self.progress.result))
+        return copy.deepcopy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "rng": rng_states(self.generator),
+                "progress": progress,
+            }
+        )
+
+    def restore(self, state: dict) -> None:
+        state = copy.deepcopy(state)  # loading aliases tensors, and a snapshot may be restored twice
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        restore_rng_states(state["rng"], self.generator)
+        progress = state["progress"]
+        self.progress = Progress(**{**progress, "result": TrainResult(**progress["result"])})
+        self.clock_start = time.perf_counter()
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float) -> float | None:
+    """One optimizer step; ``None`` (and no step) when the loss or the gradient norm is not finite."""
+    loss = model.loss(x, u)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(model.parameters(), clip)
+    value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
+    if not (math.isfinite(value) and math.isfinite(norm_value)):
+        return None
+    optimizer.step()
+    return value
+
+
+def fit(
+    model: nn.Module,
+    data: Dataset,
+    config: TrainConfig,
+    progress: bool = True,
+    checkpoint: Checkpointing | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on (standardised) ``data``; load the best weights at the end.
+
+    The model provides ``loss(x, u)`` (minimised), ``log_prob(x, u)`` (validation score)
+    and ``encode(x, u)`` (latents, for MCC when ``data.s`` is known).
+
+    A non-finite loss, gradient or validation score rolls training back to the
+    last good state and retries with the learning rate times ``LR_DECAY``, at
+    most ``MAX_RETRIES`` times, then raises :class:`TrainingDiverged`. With
+    ``checkpoint``, the state is saved every ``checkpoint.every`` seconds and at
+    the end, SIGINT/SIGTERM save and raise :class:`TrainingInterrupted`, and
+    ``checkpoint.resume`` continues from a saved state bit for bit (CPU, same
+    thread count).
+    """
+    config.validate()
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    train_idx, val_idx = split_for_training(data, config)
     model.to(device)
     x, u = as_tensors(data, device)
     x_train, u_train, x_val, u_val = x[train_idx], u[train_idx], x[val_idx], u[val_idx]
@@ -100,43 +268,102 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool = T
     steps_per_epoch = len(train_idx) // config.batch_size
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    trainer = Trainer(model, optimizer, schedule, generator, Progress(best_state=copy.deepcopy(model.state_dict())))
+    identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
+    if checkpoint is not None and checkpoint.resume and Path(checkpoint.path).exists():
+        saved = load_checkpoint(checkpoint.path)
+        check_same_run(saved, identity, checkpoint.path)
+        try:
+            trainer.restore(saved)
+        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a checkpoint of a differently shaped model
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{checkpoint.path}: the checkpoint does not fit this model ({reason})") from None
+    good = trainer.capture()
+    last_save = time.monotonic()
 
-    result = TrainResult()
-    best_state = copy.deepcopy(model.state_dict())
-    start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc="train", mininterval=1.0, disable=None if progress else True)
-    for epoch in bar:
-        model.train()
-        order = torch.randperm(len(train_idx), generator=generator).to(device)
-        total = 0.0
-        for step in range(steps_per_epoch):
-            batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            loss = model.loss(x_train[batch], u_train[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
-            optimizer.step()
-            schedule.step()
-            total += loss.item()
-        record = {
-            "epoch": epoch + 1,
-            "train_loss": total / steps_per_epoch,
-            "val_log_likelihood": mean_log_likelihood(model, x_val, u_val),
-            "lr": optimizer.param_groups[0]["lr"],
-            "seconds": time.perf_counter() - start,
-        }
-        if data.s is not None:
-            record["mcc"] = mcc(encode(model, x, u).cpu().numpy(), data.s).mcc
-        result.history.append(record)
-        if record["val_log_likelihood"] > result.best_val_log_likelihood:
-            result.best_val_log_likelihood = record["val_log_likelihood"]
-            result.best_epoch = epoch + 1
-            best_state = copy.deepcopy(model.state_dict())
-        postfix = {"loss": f"{record['train_loss']:.3f}", "val_ll": f"{record['val_log_likelihood']:.3f}"}
-        if "mcc" in record:
-            postfix["mcc"] = f"{record['mcc']:.3f}"
-        bar.set_postfix(postfix, refresh=False)
-    model.load_state_dict(best_state)
+    def recover(where: str) -> dict:
+        """Roll back to ``good`` with a smaller learning rate; return the new good state."""
+        retries = trainer.progress.retries + 1
+        if retries > MAX_RETRIES:
+            lr = optimizer.param_groups[0]["lr"]
+            raise TrainingDiverged(
+                f"training diverged: non-finite loss or gradient at {where}, still after {MAX_RETRIES} "
+                f"learning-rate reductions (to {lr:.3g}); lower --lr (was {config.lr:g}) or check the data"
+            )
+        trainer.restore(good)
+        trainer.progress.retries = retries
+        scale_learning_rate(optimizer, schedule, LR_DECAY)
+        log.warning(
+            "iflow: warning: non-finite loss or gradient at %s; rolled back, learning rate now %.3g (retry %d of %d)",
+            where, optimizer.param_groups[0]["lr"], retries, MAX_RETRIES,
+        )  # fmt: skip
+        return trainer.capture()
+
+    def save() -> dict | None:
+        """Write a checkpoint of the current (finite) state and return it, or None if not finite."""
+        state = trainer.capture()
+        if not all_finite(state["model"]):
+            return None
+        save_checkpoint(checkpoint.path, {**state, "identity": identity})
+        return state
+
+    bar = tqdm(total=config.epochs, initial=trainer.progress.epoch, desc="train", mininterval=1.0,
+               disable=None if progress else True)  # fmt: skip
+    with stop_requests(checkpoint is not None) as stops:
+        try:
+            while trainer.progress.epoch < config.epochs:
+                p = trainer.progress
+                if p.order is None:
+                    p.order, p.total = torch.randperm(len(train_idx), generator=generator), 0.0
+                    good = trainer.capture()
+                model.train()
+                batch_order = p.order.to(device)
+                while p.step < steps_per_epoch:
+                    batch = batch_order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
+                    value = train_step(model, optimizer, x_train[batch], u_train[batch], config.clip_grad)
+                    if value is None:
+                        good = recover(f"epoch {p.epoch + 1}, step {p.step + 1}")
+                        break
+                    schedule.step()
+                    p.total += value
+                    p.step += 1
+                    if checkpoint is not None and (stops or time.monotonic() - last_save >= checkpoint.every):
+                        saved_state = save()
+                        good, last_save = saved_state or good, time.monotonic()
+                        if stops:
+                            raise TrainingInterrupted(f"checkpoint saved to {checkpoint.path}; continue with --resume")
+                if trainer.progress is not p or p.step < steps_per_epoch:
+                    continue  # rolled back
+                record = {
+                    "epoch": p.epoch + 1,
+                    "train_loss": p.total / steps_per_epoch,
+                    "val_log_likelihood": mean_log_likelihood(model, x_val, u_val),
+                    "lr": optimizer.param_groups[0]["lr"],
+                    "seconds": trainer.seconds(),
+                }
+                if not math.isfinite(record["val_log_likelihood"]):
+                    good = recover(f"the validation of epoch {p.epoch + 1}")
+                    continue
+                if data.s is not None:
+                    record["mcc"] = mcc(encode(model, x, u).cpu().numpy(), data.s).mcc
+                result = p.result
+                result.history.append(record)
+                if record["val_log_likelihood"] > result.best_val_log_likelihood:
+                    result.best_val_log_likelihood = record["val_log_likelihood"]
+                    result.best_epoch = p.epoch + 1
+                    p.best_state = copy.deepcopy(model.state_dict())
+                p.epoch, p.step, p.order = p.epoch + 1, 0, None
+                postfix = {"loss": f"{record['train_loss']:.3f}", "val_ll": f"{record['val_log_likelihood']:.3f}"}
+                if "mcc" in record:
+                    postfix["mcc"] = f"{record['mcc']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+            if checkpoint is not None:
+                save()
+        finally:
+            bar.close()
+    result = trainer.progress.result
+    model.load_state_dict(trainer.progress.best_state)
     model.eval()
-    result.seconds = time.perf_counter() - start
+    result.seconds = trainer.seconds()
     return result

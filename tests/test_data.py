@@ -44,7 +44,7 @@ def test_load_npz_errors_name_the_file(tmp_path):
         load_npz(missing)
     junk = tmp_path / "b.npz"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(UserError, match="b.npz: not a readable"):
+    with pytest.raises(UserError, match="b.npz: not an .npz file"):
         load_npz(junk)
     with pytest.raises(UserError, match="no such file"):
         load_npz(tmp_path / "c.npz")
