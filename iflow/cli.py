@@ -11,6 +11,10 @@ import sys
 from pathlib import Path
 
 DEFAULT_THREADS = 1
+DATA_HELP = (
+    "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s), "
+    "or a .csv of floats (no header)"
+)
 
 
 def positive_int(text: str) -> int:
@@ -69,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.set_defaults(handler=cmd_data_synthetic)
 
     train = commands.add_parser("train", help="train a model on a data file")
-    train.add_argument("--data", required=True, type=Path, help=".npz with x, u (and optionally s)")
+    train.add_argument("--data", required=True, help=DATA_HELP)
     add_model_options(train)
     add_train_options(train)
     add_runtime_options(train)
@@ -86,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="log-likelihood, bits/dim and MCC of a run on a data file")
     evaluate.add_argument("--run", required=True, type=Path)
-    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets are scored on their test split")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     add_runtime_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
@@ -163,10 +167,11 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
         raise UserError(f"{out}: cannot create run directory ({exc.strerror})") from None
 
 
-def train_and_save(args: argparse.Namespace, data, out: Path) -> dict:
-    """Train on ``data`` per the parsed options, save the run with figures, return its metrics."""
+def train_and_save(args: argparse.Namespace, data, out: Path, test=None) -> dict:
+    """Train on ``data`` per the parsed options, save the run with figures, return its metrics
+    (with ``metrics["test"]`` when a held-out ``test`` set is given)."""
     from .config import ModelConfig, TrainConfig
-    from .figures import save_sources_figure, save_training_figure
+    from .figures import save_class_samples_figure, save_density_figure, save_sources_figure, save_training_figure
     from .runs import encode_dataset, evaluate, save_run, train
 
     model_config = ModelConfig(
@@ -181,8 +186,14 @@ def train_and_save(args: argparse.Namespace, data, out: Path) -> dict:
     run, result = train(data, model_config, train_config)
     metrics = evaluate(run, data)
     metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    if test is not None:
+        metrics["test"] = evaluate(run, test)
     save_run(run, out, result, metrics)
     save_training_figure(result.history, out / "figures" / "training.png")
+    if data.dim == 2:
+        save_density_figure(run, data, out / "figures" / "density.png")
+    if data.image_shape is not None:
+        save_class_samples_figure(run, out / "figures" / "samples.png")
     if data.s is not None:
         save_sources_figure(data.s, encode_dataset(run, data), out / "figures" / "sources.png")
     return metrics
@@ -194,17 +205,22 @@ def format_metrics(metrics: dict) -> str:
         parts.append(f"MCC {metrics['mcc']:.4f}")
     if metrics.get("gap") is not None:
         parts.append(f"gap to true model {metrics['gap']:.4f} nats")
+    if metrics.get("entropy") is not None:
+        parts.append(f"NLL - true entropy {metrics['nll_minus_entropy']:.4f} nats (entropy {metrics['entropy']:.4f})")
     return ", ".join(parts)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .data import load_npz
+    from .datasets import is_builtin, load_data
 
     setup_torch(args)
-    data = load_npz(args.data)
+    data = load_data(args.data, "train")
+    test = load_data(args.data, "test") if is_builtin(args.data) else None
     prepare_run_dir(args.out, args.overwrite)
-    metrics = train_and_save(args, data, args.out)
-    print(f"{args.out}: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    metrics = train_and_save(args, data, args.out, test)
+    print(f"{args.out}: train {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    if test is not None:
+        print(f"{args.out}: test {format_metrics(metrics['test'])}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -221,17 +237,18 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .data import load_npz
+    from .datasets import load_data
     from .runs import evaluate, load_run
 
     setup_torch(args)
     run = load_run(args.run, args.device)
-    metrics = evaluate(run, load_npz(args.data))
+    data = load_data(args.data, "test")
+    metrics = evaluate(run, data)
     if args.json:
         print(json.dumps(metrics))
     else:
         kind = "exact" if metrics["exact"] else "lower bound"
-        print(f"{args.data} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
+        print(f"{data.source} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -19,11 +19,18 @@ A model uniform on [0, K)^d scores exactly log2(K) bits/dim.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
+
+import numpy as np
 
 import torch
 import torch.nn.functional as F
 from nflows.transforms import Transform
 from torch import Tensor
+
+from .data import Dataset
+
+EVAL_SEED = 0
 
 
 def bits_per_dim(log_likelihood: float, dim: int) -> float:
@@ -35,6 +42,14 @@ def dequantize(x: Tensor, width: Tensor | float, generator: torch.Generator | No
     """x + width * U(0, 1), elementwise (``width`` broadcasts over the last dimension)."""
     noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)  # CPU generator
     return x + torch.as_tensor(width, dtype=x.dtype, device=x.device) * noise
+
+
+def dequantized(data: Dataset, seed: int = EVAL_SEED) -> Dataset:
+    """Discrete ``data`` with one seeded draw of dequantisation noise added (continuous data unchanged)."""
+    if not np.any(data.dequantize):
+        return data
+    noise = np.random.default_rng(seed).random(data.x.shape)
+    return replace(data, x=(data.x + data.dequantize * noise).astype(np.float32), dequantize=0.0)
 
 
 class UnitLogit(Transform):

@@ -31,8 +31,8 @@ class Density2D:
         """True log-density in nats: ``(n, 2) -> (n,)`` (``-inf`` off the support)."""
         raise NotImplementedError(f"{self.name} has no closed-form density")
 
-    def entropy(self, n: int = 1_000_000, seed: int = 12345) -> float:
-        """Monte Carlo differential entropy -mean(log p(x)), x ~ p (nats)."""
+    def entropy(self, n: int = 500_000, seed: int = 12345) -> float:
+        """Monte Carlo differential entropy -mean(log p(x)), x ~ p (nats); standard error ~ 0.002."""
         return float(-self.log_prob(self.sample(n, np.random.default_rng(seed))).mean())
 
 

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Dataset, split_indices
+from .dequantization import dequantize
 from .errors import UserError
 from .metrics import mcc
 
@@ -96,6 +97,9 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool = T
     model.to(device)
     x, u = as_tensors(data, device)
     x_train, u_train, x_val, u_val = x[train_idx], u[train_idx], x[val_idx], u[val_idx]
+    width = data.dequantize  # discrete data: fresh noise per batch, one fixed draw for validation
+    if np.any(width):
+        x_val = dequantize(x_val, width, torch.Generator().manual_seed(config.seed + 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_idx) // config.batch_size
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -111,7 +115,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool = T
         total = 0.0
         for step in range(steps_per_epoch):
             batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-            loss = model.loss(x_train[batch], u_train[batch])
+            x_batch = dequantize(x_train[batch], width, generator) if np.any(width) else x_train[batch]
+            loss = model.loss(x_batch, u_train[batch])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), config.clip_grad)
