@@ -32,19 +32,19 @@ HERE = Path(__file__).parent
 
 TOY = {
     # name: (model config, train config, target gap in nats)
-    "eight-gaussians": (dict(flow="spline", depth=6, hidden=64, bins=8), dict(epochs=30), 0.05),
-    "checkerboard": (dict(flow="spline", depth=6, hidden=64, bins=16), dict(epochs=30), 0.05),
-    "rings": (dict(flow="spline", depth=6, hidden=64, bins=16), dict(epochs=30), 0.10),
-    "moons": (dict(flow="spline", depth=6, hidden=64, bins=8), dict(epochs=30), None),
+    "eight-gaussians": ({"flow": "spline", "depth": 6, "hidden": 64, "bins": 8}, {"epochs": 30}, 0.05),
+    "checkerboard": ({"flow": "spline", "depth": 6, "hidden": 64, "bins": 16}, {"epochs": 30}, 0.05),
+    "rings": ({"flow": "spline", "depth": 6, "hidden": 64, "bins": 16}, {"epochs": 30}, 0.10),
+    "moons": ({"flow": "spline", "depth": 6, "hidden": 64, "bins": 8}, {"epochs": 30}, None),
 }
 DIGIT_FLOWS = {
     # label: (model config, train config)
     "spline coupling flow (vector, nflows RQ couplings)": (
-        dict(model="flow", flow="spline", depth=6, hidden=128, bins=8), dict(epochs=100, batch_size=64)),
+        {"model": "flow", "flow": "spline", "depth": 6, "hidden": 128, "bins": 8}, {"epochs": 100, "batch_size": 64}),
     "multi-scale Glow, unconditional": (
-        dict(model="flow", flow="glow", depth=4, hidden=64), dict(epochs=100, batch_size=64)),
+        {"model": "flow", "flow": "glow", "depth": 4, "hidden": 64}, {"epochs": 100, "batch_size": 64}),
     "multi-scale Glow, class-conditional prior": (
-        dict(model="iflow", flow="glow", depth=4, hidden=64), dict(epochs=100, batch_size=64)),
+        {"model": "iflow", "flow": "glow", "depth": 4, "hidden": 64}, {"epochs": 100, "batch_size": 64}),
 }  # fmt: skip
 DIGITS_TARGET = 2.2
 

@@ -22,7 +22,6 @@ import math
 from dataclasses import replace
 
 import numpy as np
-
 import torch
 import torch.nn.functional as F
 from nflows.transforms import Transform

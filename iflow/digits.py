@@ -22,7 +22,7 @@ TEST_FRACTION = 0.2
 def split_rows(n: int) -> dict[str, np.ndarray]:
     """The fixed train/test row indices."""
     perm = np.random.default_rng(SPLIT_SEED).permutation(n)
-    n_test = int(round(n * TEST_FRACTION))
+    n_test = round(n * TEST_FRACTION)
     return {"train": np.sort(perm[n_test:]), "test": np.sort(perm[:n_test])}
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .data import Dataset
 from .metrics import mcc
 from .plotting import plot_recovered_sources, plot_training_curves
-from .data import Dataset
 from .runs import Run, atomic_write
 
 
@@ -68,6 +68,7 @@ def save_class_samples_figure(run: Run, path: Path, per_class: int = 10) -> None
     samples = class_samples(run, per_class)
     images = samples.reshape(samples.shape[0], per_class, *shape[-2:])
     fig = Figure(figsize=(per_class * 0.6, samples.shape[0] * 0.6 + 0.4))
-    plot_image_grid(fig.subplots(), images.clip(0, None)).set_title("samples, one row per class")
+    title = "samples, one row per class" if run.model_config.model != "flow" else "samples (unconditional prior)"
+    plot_image_grid(fig.subplots(), images.clip(0, None)).set_title(title)
     fig.tight_layout()
     save_figure(fig, path)

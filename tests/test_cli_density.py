@@ -20,7 +20,9 @@ def test_toy_train_eval_sample(tmp_path, capsys):
 
     assert main(["eval", "--run", str(run), "--data", "eight-gaussians", "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    assert scored["n"] == 20_000 and scored["bits_per_dim"] == pytest.approx(-scored["log_likelihood"] / (2 * np.log(2)))
+    assert scored["n"] == 20_000 and scored["bits_per_dim"] == pytest.approx(
+        -scored["log_likelihood"] / (2 * np.log(2))
+    )
     assert scored["nll_minus_entropy"] == pytest.approx(metrics["test"]["nll_minus_entropy"], abs=1e-4)
 
     out = tmp_path / "samples.npz"
