@@ -210,7 +210,8 @@ def first_csv_problem(path: Path) -> str:
                     float(cell)
                 except ValueError:
                     kind = "a header or text" if number == 1 else "a non-number"
-                    return f"line {number}: {cell.strip()[:30]!r} is not a float ({kind}; the CSV must hold floats only, no header)"
+                    text = cell.strip()[:30]
+                    return f"line {number}: {text!r} is not a float ({kind}; the CSV must hold floats only, no header)"
             if width is not None and len(cells) != width:
                 return f"line {number}: {len(cells)} columns, but earlier rows have {width} (ragged rows)"
             width = len(cells)

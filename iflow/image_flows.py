@@ -96,6 +96,8 @@ class ImageFlow(Transform):
         return outputs.reshape(inputs.shape[0], -1), logabsdet
 
 
-def image_glow(shape: tuple[int, int, int], scales: int = 2, depth: int = 4, hidden: int = 64, **_: object) -> ImageFlow:
+def image_glow(
+    shape: tuple[int, int, int], scales: int = 2, depth: int = 4, hidden: int = 64, **_: object
+) -> ImageFlow:
     """The multi-scale Glow on flat vectors of images of ``shape``; ``depth`` steps per scale."""
     return ImageFlow(shape, multiscale_glow(shape, scales, depth, hidden))

@@ -24,7 +24,7 @@ from .data import Dataset, Standardizer, aux_spec, check_aux
 from .dequantization import dequantized
 from .errors import UserError
 from .metrics import mcc
-from .training import TrainResult, as_tensors, batched, encode, fit, resolve_device
+from .training import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
 
@@ -81,9 +81,9 @@ def train(
 ) -> tuple[Run, TrainResult]:
     """Standardise x, build the model the config names, fit it; nothing is written."""
     standardizer = Standardizer.unit_range(*data.bounds, data.dim) if data.bounds else Standardizer.fit(data.x)
-    model_config = replace(
-        model_config, dim=data.dim, aux=aux_spec(data.u), image_shape=data.image_shape, unit_interval=data.bounds is not None
-    )
+    shape = {"image_shape": data.image_shape, "unit_interval": data.bounds is not None}
+    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u), **shape)
+    seed_everything(train_config.seed)  # the initial weights too depend on the recorded seed
     model = build_model(model_config)
     run = Run(model, model_config, train_config, standardizer)
     result = fit(model, run.standardized(data), train_config, progress=progress)

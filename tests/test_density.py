@@ -12,7 +12,9 @@ from iflow.runs import Run, evaluate
 def untrained_run(n_labels=3, shift_prior=True):
     torch.manual_seed(0)
     x = np.random.default_rng(0).normal(size=(200, 2)) * [2.0, 1.5] + [1.0, -1.0]
-    config = ModelConfig(model="iflow", flow="realnvp", depth=2, hidden=8, dim=2, aux=AuxSpec("labels", n_labels=n_labels))
+    config = ModelConfig(
+        model="iflow", flow="realnvp", depth=2, hidden=8, dim=2, aux=AuxSpec("labels", n_labels=n_labels)
+    )
     model = build_model(config)
     if shift_prior:  # move the prior off its standard-normal start so labels differ
         with torch.no_grad():
