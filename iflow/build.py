@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from nflows.transforms import CompositeTransform, Transform
 from torch import nn
 
 from .config import ModelConfig
+from .dequantization import UnitLogit
 from .errors import UserError
 from .flows import FLOWS, build_flow
+from .image_flows import image_glow
 from .models import IdentifiableFlow
 from .priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
 
@@ -18,12 +21,21 @@ def conditional_prior(config: ModelConfig, dim: int) -> ConditionalExpFamilyPrio
     return ConditionalExpFamilyPrior(dim, config.prior, n_labels=config.aux.n_labels, aux_dim=config.aux.aux_dim)
 
 
+def flow_for(config: ModelConfig) -> Transform:
+    """The flow a config names; multi-scale on image data with ``--flow glow``; logit first on [0, 1) data."""
+    if config.flow == "glow" and config.image_shape is not None:
+        flow: Transform = image_glow(config.image_shape, **config.flow_options())
+    else:
+        flow = build_flow(config.flow, config.dim, **config.flow_options())
+    return CompositeTransform([UnitLogit(), flow]) if config.unit_interval else flow
+
+
 def identifiable_flow(config: ModelConfig) -> nn.Module:
-    return IdentifiableFlow(build_flow(config.flow, config.dim, **config.flow_options()), conditional_prior(config, config.dim))
+    return IdentifiableFlow(flow_for(config), conditional_prior(config, config.dim))
 
 
 def unconditional_flow(config: ModelConfig) -> nn.Module:
-    return IdentifiableFlow(build_flow(config.flow, config.dim, **config.flow_options()), StandardNormalPrior(config.dim))
+    return IdentifiableFlow(flow_for(config), StandardNormalPrior(config.dim))
 
 
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import NoReturn
 
 DEFAULT_THREADS = 1
+DATA_HELP = (
+    "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s), "
+    "or a .csv of floats (no header)"
+)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -104,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     synthetic.set_defaults(handler=cmd_data_synthetic)
 
     train = commands.add_parser("train", help="train a model on a data file")
-    train.add_argument("--data", required=True, type=Path, help=".npz with x, u (and optionally s)")
+    train.add_argument("--data", required=True, help=DATA_HELP)
     add_model_options(train)
     add_train_options(train)
     add_runtime_options(train)
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="log-likelihood, bits/dim and MCC of a run on a data file")
     evaluate.add_argument("--run", required=True, type=Path)
-    evaluate.add_argument("--data", required=True, type=Path)
+    evaluate.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets are scored on their test split")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     add_runtime_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
@@ -242,20 +246,27 @@ def configs_from(args: argparse.Namespace):
     return model_config, train_config
 
 
-def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None) -> dict:
-    """Train on ``data`` per the parsed options, save the run with figures, return its metrics.
+def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, test=None) -> dict:
+    """Train on ``data`` per the parsed options, save the run with figures, return its metrics
+    (with ``metrics["test"]`` when a held-out ``test`` set is given).
 
     The resume ``checkpoint`` (if any) is deleted once the run is saved.
     """
-    from .figures import save_sources_figure, save_training_figure
+    from .figures import save_class_samples_figure, save_density_figure, save_sources_figure, save_training_figure
     from .runs import encode_dataset, evaluate, save_run, train
 
     model_config, train_config = configs_from(args)
     run, result = train(data, model_config, train_config, checkpoint=checkpoint)
     metrics = evaluate(run, data)
     metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    if test is not None:
+        metrics["test"] = evaluate(run, test)
     save_run(run, out, result, metrics)
     save_training_figure(result.history, out / "figures" / "training.png")
+    if data.dim == 2:
+        save_density_figure(run, data, out / "figures" / "density.png")
+    if data.image_shape is not None:
+        save_class_samples_figure(run, out / "figures" / "samples.png")
     if data.s is not None:
         save_sources_figure(data.s, encode_dataset(run, data), out / "figures" / "sources.png")
     if checkpoint is not None:
@@ -269,6 +280,8 @@ def format_metrics(metrics: dict) -> str:
         parts.append(f"MCC {metrics['mcc']:.4f}")
     if metrics.get("gap") is not None:
         parts.append(f"gap to true model {metrics['gap']:.4f} nats")
+    if metrics.get("entropy") is not None:
+        parts.append(f"NLL - true entropy {metrics['nll_minus_entropy']:.4f} nats (entropy {metrics['entropy']:.4f})")
     return ", ".join(parts)
 
 
@@ -278,12 +291,14 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     from .build import build_model
     from .checkpoint import CHECKPOINT_FILE, Checkpointing
-    from .data import aux_spec, load_npz
+    from .data import aux_spec
+    from .datasets import is_builtin, load_data
     from .training import split_for_training
 
     setup_torch(args)
     model_config, train_config = configs_from(args)
-    data = load_npz(args.data)
+    data = load_data(args.data, "train")
+    test = load_data(args.data, "test") if is_builtin(args.data) else None
     split_for_training(data, train_config)
     build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
@@ -291,12 +306,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
-        metrics = train_and_save(args, data, args.out, checkpoint)
+        metrics = train_and_save(args, data, args.out, checkpoint, test)
     except BaseException:
         if args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()  # nothing was saved: leave nothing behind
         raise
-    print(f"{args.out}: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    print(f"{args.out}: train {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    if test is not None:
+        print(f"{args.out}: test {format_metrics(metrics['test'])}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
@@ -313,17 +330,18 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .data import load_npz
+    from .datasets import load_data
     from .runs import evaluate, load_run
 
     setup_torch(args)
     run = load_run(args.run, args.device)
-    metrics = evaluate(run, load_npz(args.data))
+    data = load_data(args.data, "test")
+    metrics = evaluate(run, data)
     if args.json:
         print(json.dumps(metrics))
     else:
         kind = "exact" if metrics["exact"] else "lower bound"
-        print(f"{args.data} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
+        print(f"{data.source} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

@@ -23,6 +23,8 @@ class ModelConfig:
     bins: int = 8
     tail_bound: float = 4.0
     aux: AuxSpec = field(default_factory=lambda: AuxSpec("labels", n_labels=1))
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W) of image data; --flow glow is then multi-scale
+    unit_interval: bool = False  # x is scaled to [0, 1): the flow starts with a fixed logit map
 
     def flow_options(self) -> dict:
         options = {"hidden": self.hidden, "bins": self.bins, "tail_bound": self.tail_bound}
@@ -74,6 +76,8 @@ def _known(cls: type, values: dict) -> dict:
 def model_config_from_dict(d: dict) -> ModelConfig:
     values = _known(ModelConfig, d)
     values["aux"] = AuxSpec(**d["aux"])
+    if values.get("image_shape") is not None:
+        values["image_shape"] = tuple(values["image_shape"])
     return ModelConfig(**values)
 
 

@@ -32,7 +32,15 @@ class AuxSpec:
 
 @dataclass
 class Dataset:
-    """``x: (n, d)`` float32, ``u: (n,)`` int64 or ``(n, m)`` float32, ``s: (n, k)`` or None."""
+    """``x: (n, d)`` float32, ``u: (n,)`` int64 or ``(n, m)`` float32, ``s: (n, k)`` or None.
+
+    Optional descriptions used by density estimation:
+    ``entropy``: the true differential entropy of x (nats), when known;
+    ``dequantize``: bin width of discrete x (uniform noise U(0, width) is added in
+    training, fresh per batch, and in evaluation, with a fixed seed), 0 for continuous x;
+    ``bounds``: (lo, hi) range of the dequantised x, mapped to [0, 1) by a fixed affine map;
+    ``image_shape``: (C, H, W) when each row of x is a flattened image.
+    """
 
     x: np.ndarray
     u: np.ndarray
@@ -40,6 +48,10 @@ class Dataset:
     true_log_likelihood: np.ndarray | None = None
     source: str = "<memory>"
     u_was_one_hot: bool = False
+    entropy: float | None = None
+    dequantize: float | np.ndarray = 0.0
+    bounds: tuple[float, float] | None = None
+    image_shape: tuple[int, int, int] | None = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -60,6 +72,11 @@ class Standardizer:
     def fit(cls, x: np.ndarray) -> Standardizer:
         std = x.std(0)
         return cls(x.mean(0), np.where(std > 0, std, 1.0))
+
+    @classmethod
+    def unit_range(cls, lo: float, hi: float, dim: int) -> Standardizer:
+        """The fixed map x -> (x - lo) / (hi - lo) onto [0, 1), for bounded (dequantised) data."""
+        return cls(np.full(dim, float(lo)), np.full(dim, float(hi - lo)))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return ((x - self.mean) / self.std).astype(np.float32)
@@ -193,6 +210,41 @@ def load_npz(path: str | Path) -> Dataset:
         if key not in arrays:
             raise UserError(f"{path}: missing array {key!r} (found {sorted(arrays) or 'none'})")
     return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), str(path))
+
+
+def load_csv(path: str | Path) -> Dataset:
+    """A comma-separated file of floats, one sample per row, no header; u = 0 for every row."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    try:
+        x = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError:
+        raise UserError(f"{path}: {first_csv_problem(path)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV file ({exc})") from None
+    return make_dataset(x, np.zeros(x.shape[0], dtype=np.int64), name=str(path))
+
+
+def first_csv_problem(path: Path) -> str:
+    """Describe the first line that keeps a CSV from being a rectangular table of floats."""
+    width = None
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cells = line.strip().split(",")
+            for cell in cells:
+                try:
+                    float(cell)
+                except ValueError:
+                    kind = "a header or text" if number == 1 else "a non-number"
+                    text = cell.strip()[:30]
+                    return f"line {number}: {text!r} is not a float ({kind}; the CSV must hold floats only, no header)"
+            if width is not None and len(cells) != width:
+                return f"line {number}: {len(cells)} columns, but earlier rows have {width} (ragged rows)"
+            width = len(cells)
+    return "not a rectangular table of floats"
 
 
 def aux_spec(u: np.ndarray, name: str = "<memory>") -> AuxSpec:

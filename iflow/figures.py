@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
+from .data import Dataset
 from .metrics import mcc
 from .plotting import plot_recovered_sources, plot_training_curves
-from .runs import atomic_write
+from .runs import Run, atomic_write
 
 
 def save_figure(fig: Figure, path: Path) -> None:
@@ -36,5 +37,38 @@ def save_sources_figure(s: np.ndarray, z: np.ndarray, path: Path) -> None:
 def save_training_figure(history: list[dict], path: Path) -> None:
     fig = Figure(figsize=(12, 3.2))
     plot_training_curves(fig.subplots(1, 3), history)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_density_figure(run: Run, data: Dataset, path: Path, n_samples: int = 2000) -> None:
+    """2-D data: the model's density with its own samples beside the data."""
+    from .density import class_samples, grid_log_density
+    from .plotting import plot_density_contours
+
+    low, high = np.percentile(data.x, [0.5, 99.5], axis=0)
+    pad = 0.15 * (high - low)
+    limits = (low[0] - pad[0], high[0] + pad[0], low[1] - pad[1], high[1] + pad[1])
+    xs, ys, log_p = grid_log_density(run, limits)
+    model_samples = class_samples(run, n_samples)[0]
+    fig = Figure(figsize=(8, 4))
+    left, right = fig.subplots(1, 2)
+    plot_density_contours(left, xs, ys, log_p, data.x[:n_samples]).set_title("model density, data points")
+    plot_density_contours(right, xs, ys, log_p, model_samples).set_title("model density, model samples")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_class_samples_figure(run: Run, path: Path, per_class: int = 10) -> None:
+    """Image data: a grid of samples, one row per class (label)."""
+    from .density import class_samples
+    from .plotting import plot_image_grid
+
+    shape = run.model_config.image_shape
+    samples = class_samples(run, per_class)
+    images = samples.reshape(samples.shape[0], per_class, *shape[-2:])
+    fig = Figure(figsize=(per_class * 0.6, samples.shape[0] * 0.6 + 0.4))
+    title = "samples, one row per class" if run.model_config.model != "flow" else "samples (unconditional prior)"
+    plot_image_grid(fig.subplots(), images.clip(0, None)).set_title(title)
     fig.tight_layout()
     save_figure(fig, path)

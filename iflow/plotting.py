@@ -44,3 +44,29 @@ def plot_training_curves(axes: np.ndarray, history: list[dict]) -> np.ndarray:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     return axes
+
+
+def plot_density_contours(
+    ax: Axes, xs: np.ndarray, ys: np.ndarray, log_density: np.ndarray, samples: np.ndarray | None = None
+) -> Axes:
+    """Filled contours of a density exp(log_density) on the grid (xs, ys), with optional samples on top."""
+    ax.contourf(xs, ys, np.exp(log_density), levels=30, cmap="viridis")
+    if samples is not None:
+        ax.scatter(samples[:, 0], samples[:, 1], s=1, c="white", alpha=0.4, linewidths=0)
+    ax.set_xlim(xs[0], xs[-1])
+    ax.set_ylim(ys[0], ys[-1])
+    ax.set_aspect("equal")
+    return ax
+
+
+def plot_image_grid(ax: Axes, images: np.ndarray, vmax: float | None = None) -> Axes:
+    """Tile ``images: (rows, cols, H, W)`` into one grey picture, one image per cell."""
+    rows, cols, h, w = images.shape
+    canvas = np.ones((rows * (h + 1) - 1, cols * (w + 1) - 1)) * np.nan
+    for i in range(rows):
+        for j in range(cols):
+            canvas[i * (h + 1) : i * (h + 1) + h, j * (w + 1) : j * (w + 1) + w] = images[i, j]
+    ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=vmax if vmax is not None else np.nanmax(canvas))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax

@@ -33,6 +33,7 @@ from .checkpoint import (
 )
 from .config import TrainConfig
 from .data import Dataset, split_indices
+from .dequantization import dequantize
 from .errors import UserError
 from .metrics import mcc
 
@@ -264,6 +265,9 @@ def fit(
     model.to(device)
     x, u = as_tensors(data, device)
     x_train, u_train, x_val, u_val = x[train_idx], u[train_idx], x[val_idx], u[val_idx]
+    width = data.dequantize  # discrete data: fresh noise per batch, one fixed draw for validation
+    if np.any(width):
+        x_val = dequantize(x_val, width, torch.Generator().manual_seed(config.seed + 1))
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_idx) // config.batch_size
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -320,7 +324,8 @@ def fit(
                 batch_order = p.order.to(device)
                 while p.step < steps_per_epoch:
                     batch = batch_order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
-                    value = train_step(model, optimizer, x_train[batch], u_train[batch], config.clip_grad)
+                    x_batch = dequantize(x_train[batch], width, generator) if np.any(width) else x_train[batch]
+                    value = train_step(model, optimizer, x_batch, u_train[batch], config.clip_grad)
                     if value is None:
                         good = recover(f"epoch {p.epoch + 1}, step {p.step + 1}")
                         break

@@ -126,7 +126,7 @@ CASES = [
          npz("bad.npz", x=np.random.default_rng(1).normal(size=(N, 1)), s=None)),
     Case("missing key u", TRAIN_BAD, ("bad.npz", "missing array 'u'"), npz("bad.npz", u=None)),
     Case("missing data file", TRAIN_BAD, ("bad.npz", "no such file"), None),
-    Case("data path is a folder", "train --data {d} --out {d}/new_run", ("not a readable .npz",), None),
+    Case("data path is a folder", "train --data {d} --out {d}/new_run", ("is a folder",), None),
     Case("not an npz (text)", TRAIN_BAD, ("bad.npz", "not an .npz file"), raw("bad.npz", b"x,u\n1,2\n")),
     Case("not an npz (random bytes)", TRAIN_BAD, ("bad.npz", "not an .npz file"), raw("bad.npz", bytes(range(256)) * 8)),
     Case("a .npy, not an .npz", "train --data {d}/bad.npy --out {d}/new_run", ("bad.npy", ".npy array"), npy),
