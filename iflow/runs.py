@@ -21,6 +21,7 @@ from torch import nn
 from .build import build_model
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
 from .data import Dataset, Standardizer, aux_spec, check_aux
+from .decoders import check_observations
 from .errors import UserError
 from .metrics import mcc
 from .training import TrainResult, as_tensors, batched, encode, fit, resolve_device
@@ -71,15 +72,24 @@ class Run:
         if data.dim != self.model_config.dim:
             raise UserError(f"{data.source}: x has {data.dim} dimensions but the run was trained on {self.model_config.dim}")
         check_aux(data.u, self.model_config.aux, data.source)
+        check_observations(data.x, self.model_config.obs, data.source)
         return replace(data, x=self.standardizer(data.x))
 
 
 def train(
     data: Dataset, model_config: ModelConfig, train_config: TrainConfig, progress: bool = True
 ) -> tuple[Run, TrainResult]:
-    """Standardise x, build the model the config names, fit it; nothing is written."""
-    standardizer = Standardizer.fit(data.x)
-    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u))
+    """Standardise x, build the model the config names, fit it; nothing is written.
+
+    Discrete observations (``obs`` bernoulli or poisson) are kept as they are.
+    The VAE family's latent dimension defaults to the observed dimension d.
+    """
+    if model_config.obs == "gaussian":
+        standardizer = Standardizer.fit(data.x)
+    else:
+        standardizer = Standardizer(np.zeros(data.dim), np.ones(data.dim))
+    latent_dim = model_config.latent_dim or data.dim
+    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u), latent_dim=latent_dim)
     model = build_model(model_config)
     run = Run(model, model_config, train_config, standardizer)
     result = fit(model, run.standardized(data), train_config, progress=progress)
@@ -100,6 +110,7 @@ def evaluate(run: Run, data: Dataset) -> dict:
         "log_likelihood": log_likelihood,
         "bits_per_dim": -log_likelihood / (data.dim * math.log(2)),
         "exact": bool(getattr(run.model, "exact_likelihood", False)),
+        "estimator": getattr(run.model, "likelihood_estimator", "exact"),
         "n": len(data),
         "mcc": None,
     }
