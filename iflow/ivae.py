@@ -26,6 +26,7 @@ from .data import AuxSpec
 from .priors import LOG_2PI, Gaussian, mlp
 
 LOG_VAR_RANGE = (-12.0, 8.0)  # keeps exp(log_var) finite early in training
+INITIAL_LOG_VAR = -6.0  # posteriors start narrow, so early decoders see informative z (less collapse)
 IW_CHUNK = 10  # importance samples per decoder pass in log_prob (bounds memory)
 
 
@@ -39,6 +40,8 @@ class GaussianEncoder(nn.Module):
     def __init__(self, x_dim: int, latent_dim: int, aux: AuxSpec | None, hidden: int = 64, layers: int = 3):
         super().__init__()
         self.net = mlp(x_dim, 2 * latent_dim, hidden, layers)
+        with torch.no_grad():
+            self.net[-1].bias[latent_dim:] = INITIAL_LOG_VAR
         width = self.net[0].out_features
         self.aux: nn.Module | None = None
         if aux is not None and aux.kind == "labels":

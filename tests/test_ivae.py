@@ -13,13 +13,14 @@ from iflow.errors import UserError
 from iflow.ivae import VAE, GaussianEncoder, gaussian_kl, total_correlation
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior, mlp
 
-torch.set_default_dtype(torch.float64)
-
 
 @pytest.fixture(autouse=True)
-def _float32_elsewhere():
+def _float64():
+    """These tests compare against closed forms in float64; other modules keep float32."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
     yield
-    torch.set_default_dtype(torch.float32)
+    torch.set_default_dtype(previous)
 
 
 def test_gaussian_kl_matches_monte_carlo():
