@@ -90,7 +90,9 @@ def build_observation(name: str, dim: int, noise_var: float = 0.01, learn_noise:
 def check_observations(x: np.ndarray, name: str, source: str) -> None:
     """Raise :class:`UserError` when ``x`` cannot come from the observation model ``name``."""
     if name == "bernoulli" and not np.all((x == 0) | (x == 1)):
-        raise UserError(f"{source}: --obs bernoulli needs x in {{0, 1}}, found values such as {x[(x != 0) & (x != 1)][0]}")
+        raise UserError(
+            f"{source}: --obs bernoulli needs x in {{0, 1}}, found values such as {x[(x != 0) & (x != 1)][0]}"
+        )
     if name == "poisson" and not np.all((x >= 0) & (x == np.round(x))):
         bad = x[(x < 0) | (x != np.round(x))][0]
         raise UserError(f"{source}: --obs poisson needs non-negative integer counts in x, found {bad}")

@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 from scipy import integrate, stats
@@ -69,7 +68,7 @@ def test_laplace_kl_monte_carlo_matches_quadrature():
     for i in range(2):
         q = stats.norm(float(mean[0, i]), math.sqrt(float(var[0, i])))
         p = stats.laplace(0, scale[i])
-        exact += integrate.quad(lambda t: q.pdf(t) * (q.logpdf(t) - p.logpdf(t)), -30, 30)[0]
+        exact += integrate.quad(lambda t, q=q, p=p: q.pdf(t) * (q.logpdf(t) - p.logpdf(t)), -30, 30)[0]
     z = mean + var.sqrt() * torch.randn(200_000, 2, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
         mc = model.kl(mean.expand_as(z), var.expand_as(z), z, u.expand(len(z))).mean()
@@ -91,7 +90,9 @@ def linear_gaussian(exact_posterior: bool) -> tuple[VAE, torch.Tensor, torch.Ten
     encoder = GaussianEncoder(d, n, AuxSpec("labels", n_labels=labels), layers=0)
     precision = 1 / v + (w * w).sum(0) / s2  # diagonal posterior precision, same for every u
     with torch.no_grad():
-        prior.net.table.copy_(prior.family.unconstrain(torch.stack([means / v, torch.full_like(means, -0.5 / v)], -1)).view(labels, -1))
+        prior.net.table.copy_(
+            prior.family.unconstrain(torch.stack([means / v, torch.full_like(means, -0.5 / v)], -1)).view(labels, -1)
+        )
         decoder[0].weight.copy_(w)
         decoder[0].bias.copy_(b)
         encoder.net[0].weight.zero_()
@@ -198,7 +199,11 @@ def test_models_build_train_and_score(name):
     x, u = torch.randn(32, 6), torch.arange(32) % 4
     loss = model.train().loss(x, u)
     loss.backward()
-    assert all(p.grad is not None for p in model.parameters() if p.requires_grad and p is not getattr(model.encoder.aux, "weight", None))
+    assert all(
+        p.grad is not None
+        for p in model.parameters()
+        if p.requires_grad and p is not getattr(model.encoder.aux, "weight", None)
+    )
     model.eval()
     assert model.log_prob(x, u).shape == (32,)
     assert model.encode(x, u).shape == (32, 3)
