@@ -122,7 +122,8 @@ def report(results: dict) -> str:
             kind = "exact" if rows[0]["estimator"] == "exact" else "IW bound"
             true_ll = [r["true_log_likelihood"] for r in rows if r["true_log_likelihood"] is not None]
             lines.append(
-                f"| {part} | {name} | {seeds} | {mean_sd([r['mcc'] for r in rows])} | {mean_sd([r['mcc_x'] for r in rows])} "
+                f"| {part} | {name} | {seeds} | {mean_sd([r['mcc'] for r in rows])} "
+                f"| {mean_sd([r['mcc_x'] for r in rows])} "
                 f"| {mean_sd([r['log_likelihood'] for r in rows])} ({kind}) | {mean_sd(true_ll)} "
                 f"| {np.mean([r['seconds'] for r in rows]):.0f} | {PAPER.get((part, name), '')} |"
             )

@@ -51,6 +51,7 @@ def vae_family(config: ModelConfig) -> nn.Module:
 
 
 def check_model_options(config: ModelConfig) -> None:
+    """Raise :class:`UserError` for VAE options out of range or given to a flow."""
     checks = [
         (config.obs in OBSERVATIONS, f"unknown --obs {config.obs!r}; choose from {list(OBSERVATIONS)}"),
         (config.noise_var > 0, f"--noise-var must be > 0, got {config.noise_var}"),
@@ -60,8 +61,10 @@ def check_model_options(config: ModelConfig) -> None:
         (config.latent_dim >= 0, f"--latent-dim must be >= 1, got {config.latent_dim}"),
     ]
     if config.model not in VAE_BETA:
-        checks.append((config.latent_dim in (0, config.dim), "--latent-dim is for the VAE family; a flow has as many latents as x has dimensions"))
-        checks.append((config.obs == "gaussian", f"--obs {config.obs} is for the VAE family; flows model continuous x"))
+        checks += [
+            (config.latent_dim in (0, config.dim), "--latent-dim is for the VAE family; flows have d latents"),
+            (config.obs == "gaussian", f"--obs {config.obs} is for the VAE family; flows model continuous x"),
+        ]
     for ok, message in checks:
         if not ok:
             raise UserError(message)

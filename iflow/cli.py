@@ -64,7 +64,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--learn-noise", action="store_true", help="learn the Gaussian decoder variance")
     vae.add_argument("--beta", type=float, default=None,
                      help="KL weight; for tcvae the total-correlation weight (default: 1, betavae 4, tcvae 6)")
-    vae.add_argument("--anneal-steps", type=int, default=0, help="KL weight rises 0 -> 1 over this many steps (default 0)")
+    vae.add_argument("--anneal-steps", type=int, default=0, help="KL weight rises 0 -> 1 over N steps (default 0)")
     vae.add_argument("--iw-samples", type=positive_int, default=100,
                      help="K of the importance-weighted log-likelihood bound (default 100)")
 
@@ -154,7 +154,8 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
     from .synthetic import SyntheticConfig, generate
 
     check_output_file(args.out)
-    fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed", "obs", "dim")
+    fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
+    fields += ("obs", "dim")
     config = SyntheticConfig(**{name: getattr(args, name) for name in fields})
     try:
         data = generate(config)

@@ -121,7 +121,9 @@ def condition_threshold(
     return float(np.percentile(np.concatenate(conds), 25))
 
 
-def well_conditioned_matrix(rows: int, threshold: float, rng: np.random.Generator, cols: int | None = None) -> np.ndarray:
+def well_conditioned_matrix(
+    rows: int, threshold: float, rng: np.random.Generator, cols: int | None = None
+) -> np.ndarray:
     """Entries U(-1, 1), columns L2-normalised, redrawn until cond < threshold."""
     cols = rows if cols is None else cols
     while True:

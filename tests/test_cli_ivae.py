@@ -23,7 +23,8 @@ def noisy_data(tmp_path_factory):
 def ivae_run(noisy_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "ivae"
     argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--epochs", "2", "--batch-size", "64",
-            "--hidden", "16", "--depth", "1", "--iw-samples", "8", "--anneal-steps", "3", "--out", str(out)]  # fmt: skip
+            "--hidden", "16", "--depth", "1", "--iw-samples", "8", "--anneal-steps", "3",
+            "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     return out
 
