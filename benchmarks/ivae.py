@@ -3,10 +3,11 @@
     OMP_NUM_THREADS=1 python benchmarks/ivae.py                 # everything (long: one model at a time)
     python benchmarks/ivae.py --parts noisy --seeds 1 2          # a subset
 
-Parts (data: 40 segments x 1000 points, 3 xtanh mixing layers, sources mean- and
+Parts (noisy, noiseless: 40 segments x 1000 points, 3 xtanh mixing layers, sources mean- and
 variance-modulated, the iFlow generator):
 - noisy: 5 sources, x = f(s) + N(0, 0.01 I) (noise std 0.1); iVAE, VAE, beta-VAE, beta-TC-VAE.
-- discrete: 10 sources, d = 100, x ~ Bernoulli(sigmoid(f(s))); iVAE and VAE with 10 latents.
+- discrete: the iVAE paper's protocol: 10 centred sources, 20 segments x 3000, d = 100,
+  x ~ Bernoulli(sigmoid(s A)) with one random 10 x 100 matrix A; iVAE and VAE with 10 latents.
 - noiseless: 5 sources; iVAE next to the identifiable flow (exact log-likelihood vs the
   importance-weighted bound, both in nats per sample in the units of x).
 
@@ -39,7 +40,10 @@ VAE_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=3e-3)
 FLOW_TRAIN = TrainConfig(epochs=30)
 PARTS = {
     "noisy": (SyntheticConfig(noise=0.1), ["ivae", "vae", "betavae", "tcvae"]),
-    "discrete": (SyntheticConfig(sources=10, dim=100, obs="bernoulli"), ["ivae", "vae"]),
+    "discrete": (  # the iVAE paper's protocol (its discrete.py): one linear map, centred sources, 20 x 3000
+        SyntheticConfig(sources=10, dim=100, obs="bernoulli", layers=1, centered=True, segments=20, per_segment=3000),
+        ["ivae", "vae"],
+    ),
     "noiseless": (SyntheticConfig(), ["ivae", "iflow"]),
 }
 PAPER = {
@@ -52,6 +56,21 @@ PAPER = {
     ("noiseless", "iflow"): "0.724 +- 0.064 (iFlow paper)",
     ("noiseless", "ivae"): "0.496 +- 0.072 (iFlow paper)",
 }
+
+
+NOTES = """Notes:
+- Targets: noisy iVAE mean MCC >= 0.90 (seeds 1-5), discrete iVAE >= 0.85. See the table for what was met.
+- Data are the iFlow generator's (means U(-5, 5), a new matrix per layer); the iVAE paper's 0.952 is on centred
+  data with one matrix reused in all layers and a re-weighted objective (reconstruction x 100, see PAPERS.md),
+  so it is not the same protocol. With the plain ELBO used here, sanity checks behave: 2 sources, linear mixing,
+  centred: MCC 0.995; 5 sources, linear, centred: 0.68 after 8 epochs.
+- Diagnosis on the nonlinear benchmark: the learned prior's per-segment variances lag far behind the empirical
+  per-segment variances of the posterior means (natural parameter eta2 = -1/(2 v) is a softplus of a table entry
+  that Adam moves by about lr per step), so the variance modulation that identifies the sources is barely used.
+  Multiplying the prior table's effective learning rate by 10 (a parametrisation, tried outside the package)
+  raised linear 5-source MCC from 0.69 to 0.83 (mean-modulated) and 0.68 to 0.86 (centred), but not the
+  nonlinear noisy benchmark (0.45). Tried on the noisy benchmark, seed 1, without reaching 0.60: lr 1e-3 / 3e-3 /
+  1e-2, batch 64, beta 0.1, KL annealing over 1000-2000 steps, decoder variance 0.001, learned decoder variance."""
 
 
 def model_config(part: str, name: str) -> ModelConfig:
@@ -103,7 +122,7 @@ def report(results: dict) -> str:
         (
             f"VAE family: {VAE_TRAIN.epochs} epochs, batch {VAE_TRAIN.batch_size}, Adam lr {VAE_TRAIN.lr}, cosine "
             "schedule; encoder/decoder MLPs 3 x 64 SiLU; Gaussian decoder variance 0.01 (standardised x); "
-            "MCC (Pearson) of the posterior mean on all 40 000 points; best epoch by validation IW bound (K = 100)."
+            "MCC (Pearson) of the posterior mean on all points; best epoch by validation IW bound (K = 100)."
         ),
         (
             "Log-likelihoods: nats per sample in the units of x; the flow's is exact, the VAEs' is the "
@@ -127,7 +146,7 @@ def report(results: dict) -> str:
                 f"| {mean_sd([r['log_likelihood'] for r in rows])} ({kind}) | {mean_sd(true_ll)} "
                 f"| {np.mean([r['seconds'] for r in rows]):.0f} | {PAPER.get((part, name), '')} |"
             )
-    lines += ["", "Per seed:", "", "| run | MCC | log-likelihood | seconds | best epoch |", "|---|---|---|---|---|"]
+    lines += ["", NOTES, "", "Per seed:", "", "| run | MCC | log-likelihood | seconds | best epoch |", "|---|---|---|---|---|"]
     for key, r in sorted(results.items()):
         lines.append(f"| {key} | {r['mcc']:.3f} | {r['log_likelihood']:.3f} | {r['seconds']:.0f} | {r['best_epoch']} |")
     return "\n".join(lines) + "\n"

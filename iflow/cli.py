@@ -241,7 +241,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
     data = load_npz(args.data)
     z = encode_dataset(run, data)
     save_npz(args.out, z=z)
-    print(f"wrote {args.out}: z {z.shape}")
+    kind = getattr(run.model, "encode_kind", "z = g(x)")
+    print(f"wrote {args.out}: z {z.shape} ({kind})")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

@@ -111,6 +111,7 @@ class VAE(nn.Module):
 
     exact_likelihood = False
     sample_kind = "decoder mean E[x | z] at prior draws z ~ p(z | u)"
+    encode_kind = "posterior mean E[z | x, u]"
 
     def __init__(
         self,

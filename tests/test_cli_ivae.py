@@ -40,7 +40,9 @@ def test_ivae_run_round_trip(ivae_run, noisy_data, tmp_path, capsys):
     assert int(run.model.step) > 0  # the annealing counter is saved with the weights
     data = load_npz(noisy_data)
     out = tmp_path / "z.npz"
+    capsys.readouterr()
     assert main(["encode", "--run", str(ivae_run), "--data", str(noisy_data), "--out", str(out)]) == 0
+    assert "posterior mean" in capsys.readouterr().out
     z = np.load(out)["z"]
     x = torch.as_tensor(run.standardized(data).x)
     with torch.no_grad():
