@@ -8,12 +8,14 @@ from nflows.transforms import CompositeTransform, Transform
 from torch import nn
 
 from .config import ModelConfig
+from .decoders import OBSERVATIONS, build_observation
 from .dequantization import UnitLogit
 from .errors import UserError
 from .flows import FLOWS, build_flow
 from .image_flows import image_glow
+from .ivae import VAE, GaussianEncoder
 from .models import IdentifiableFlow
-from .priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
+from .priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior, mlp
 
 
 def conditional_prior(config: ModelConfig, dim: int) -> ConditionalExpFamilyPrior:
@@ -38,9 +40,52 @@ def unconditional_flow(config: ModelConfig) -> nn.Module:
     return IdentifiableFlow(flow_for(config), StandardNormalPrior(config.dim))
 
 
+VAE_LAYERS = 3  # hidden layers of encoder and decoder when --depth is not given
+VAE_BETA = {"ivae": 1.0, "vae": 1.0, "betavae": 4.0, "tcvae": 6.0}  # default beta per model
+
+
+def vae_family(config: ModelConfig) -> nn.Module:
+    """iVAE (conditional prior, encoder sees u) or a baseline (N(0, I) prior, q(z | x)) on the same networks."""
+    latent = config.latent_dim or config.dim
+    layers = VAE_LAYERS if config.depth is None else config.depth
+    identifiable = config.model == "ivae"
+    prior = conditional_prior(config, latent) if identifiable else StandardNormalPrior(latent)
+    return VAE(
+        GaussianEncoder(config.dim, latent, config.aux if identifiable else None, config.hidden, layers),
+        mlp(latent, config.dim, config.hidden, layers),
+        build_observation(config.obs, config.dim, config.noise_var, config.learn_noise),
+        prior,
+        beta=VAE_BETA[config.model] if config.beta is None else config.beta,
+        tc=config.model == "tcvae",
+        anneal_steps=config.anneal_steps,
+        iw_samples=config.iw_samples,
+    )
+
+
+def check_model_options(config: ModelConfig) -> None:
+    """Raise :class:`UserError` for VAE options out of range or given to a flow."""
+    checks = [
+        (config.obs in OBSERVATIONS, f"unknown --obs {config.obs!r}; choose from {list(OBSERVATIONS)}"),
+        (config.noise_var > 0, f"--noise-var must be > 0, got {config.noise_var}"),
+        (config.beta is None or config.beta > 0, f"--beta must be > 0, got {config.beta}"),
+        (config.anneal_steps >= 0, f"--anneal-steps must be >= 0, got {config.anneal_steps}"),
+        (config.iw_samples >= 1, f"--iw-samples must be >= 1, got {config.iw_samples}"),
+        (config.latent_dim >= 0, f"--latent-dim must be >= 1, got {config.latent_dim}"),
+    ]
+    if config.model not in VAE_BETA:
+        checks += [
+            (config.latent_dim in (0, config.dim), "--latent-dim is for the VAE family; flows have d latents"),
+            (config.obs == "gaussian", f"--obs {config.obs} is for the VAE family; flows model continuous x"),
+        ]
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
 MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "iflow": identifiable_flow,
     "flow": unconditional_flow,
+    **{name: vae_family for name in VAE_BETA},
 }
 
 
@@ -52,6 +97,7 @@ def build_model(config: ModelConfig) -> nn.Module:
         raise UserError(f"unknown --flow {config.flow!r}; choose from {sorted(FLOWS)}")
     if config.prior not in FAMILIES:
         raise UserError(f"unknown --prior {config.prior!r}; choose from {sorted(FAMILIES)}")
+    check_model_options(config)
     try:
         return MODELS[config.model](config)
     except ValueError as exc:  # a builder refusing its arguments, e.g. a coupling flow on 1-D data

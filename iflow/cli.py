@@ -27,14 +27,22 @@ class ArgumentParser(argparse.ArgumentParser):
                      f"{message} (see {self.prog} --help)\n")  # fmt: skip
 
 
-def positive_int(text: str) -> int:
+def _int(text: str, minimum: int, what: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _int(text, 1, "a positive integer")
+
+
+def nonnegative_int(text: str) -> int:
+    return _int(text, 0, "an integer >= 0")
 
 
 def _float(text: str, ok, what: str) -> float:
@@ -73,18 +81,39 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--activation", choices=["xtanh", "leaky"], default="xtanh", help="mixing activation (default xtanh)")
     p.add_argument("--centered", action="store_true", help="zero-mean sources (variance-modulated only)")
     p.add_argument("--prior", choices=["gauss", "laplace"], default="gauss", help="source distribution (default gauss)")
-    p.add_argument("--noise", type=nonnegative_float, default=0.0, help="std of Gaussian observation noise (default 0)")
+    p.add_argument(
+        "--noise", type=nonnegative_float, default=0.0,
+        help="standard deviation (not variance) of Gaussian noise added to x (default 0); the iVAE benchmark's "
+        "noise variance 0.01 is --noise 0.1",
+    )  # fmt: skip
+    p.add_argument("--obs", choices=["gaussian", "bernoulli"], default="gaussian",
+                   help="gaussian: x = f(s) + noise (default); bernoulli: x ~ Bernoulli(sigmoid(f(s)))")
+    p.add_argument("--dim", type=nonnegative_int, default=0,
+                   help="observed dimensions D >= sources (default: = sources); D > n mixes by an MLP from n to D "
+                   "and has no true log-likelihood")
     p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="iflow", help="iflow (default) or flow (unconditional baseline)")
+    p.add_argument("--model", default="iflow",
+                   help="iflow (default), flow (unconditional baseline), ivae, or the baselines vae, betavae, tcvae")
     p.add_argument("--flow", default="spline", help="realnvp, glow, spline (default) or mlp")
     p.add_argument("--prior", default="gauss", help="gauss (default), gauss-var or laplace")
     p.add_argument("--depth", type=positive_int, default=None, help="flow depth (default: the flow's own)")
     p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of coupling networks (default 64)")
     p.add_argument("--bins", type=positive_int, default=8, help="spline bins (default 8)")
     p.add_argument("--tail-bound", type=positive_float, default=4.0, help="spline interval [-B, B] (default 4)")
+    vae = p.add_argument_group("VAE family (ivae, vae, betavae, tcvae); --depth: hidden layers (default 3)")
+    vae.add_argument("--latent-dim", type=positive_int, default=0, help="latents n <= d (default: d)")
+    vae.add_argument("--obs", default="gaussian", help="decoder p(x | z): gaussian (default), bernoulli or poisson")
+    vae.add_argument("--noise-var", type=positive_float, default=0.01,
+                     help="Gaussian decoder variance, in standardised units of x (default 0.01)")
+    vae.add_argument("--learn-noise", action="store_true", help="learn the Gaussian decoder variance")
+    vae.add_argument("--beta", type=nonnegative_float, default=None,
+                     help="KL weight; for tcvae the total-correlation weight (default: 1, betavae 4, tcvae 6)")
+    vae.add_argument("--anneal-steps", type=nonnegative_int, default=0, help="KL weight rises 0 -> 1 over N steps (default 0)")
+    vae.add_argument("--iw-samples", type=positive_int, default=100,
+                     help="K of the importance-weighted log-likelihood bound (default 100)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -190,6 +219,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
 
     check_output_file(args.out)
     fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
+    fields += ("obs", "dim")
     config = SyntheticConfig(**{name: getattr(args, name) for name in fields})
     try:
         data = generate(config)
@@ -237,6 +267,8 @@ def configs_from(args: argparse.Namespace):
     model_config = ModelConfig(
         model=args.model, flow=args.flow, prior=args.prior, depth=args.depth,
         hidden=args.hidden, bins=args.bins, tail_bound=args.tail_bound,
+        latent_dim=args.latent_dim, obs=args.obs, noise_var=args.noise_var, learn_noise=args.learn_noise,
+        beta=args.beta, anneal_steps=args.anneal_steps, iw_samples=args.iw_samples,
     )  # fmt: skip
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
@@ -326,7 +358,8 @@ def cmd_encode(args: argparse.Namespace) -> None:
     data = load_npz(args.data)
     z = encode_dataset(run, data)
     save_npz(args.out, z=z)
-    print(f"wrote {args.out}: z {z.shape}")
+    kind = getattr(run.model, "encode_kind", "z = g(x)")
+    print(f"wrote {args.out}: z {z.shape} ({kind})")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -340,7 +373,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(metrics))
     else:
-        kind = "exact" if metrics["exact"] else "lower bound"
+        kind = "exact" if metrics["exact"] else metrics.get("estimator", "lower bound")
         print(f"{data.source} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
 
 
@@ -354,7 +387,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     run = load_run(args.run, args.device)
     x = sample(run, args.u, args.n, args.seed)
     save_npz(args.out, x=x, u=np.full(args.n, args.u, dtype=np.int64))
-    print(f"wrote {args.out}: x {x.shape} for u = {args.u}")
+    kind = getattr(run.model, "sample_kind", "draws from p(x | u)")
+    print(f"wrote {args.out}: x {x.shape} for u = {args.u} ({kind})")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

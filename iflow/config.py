@@ -25,6 +25,14 @@ class ModelConfig:
     aux: AuxSpec = field(default_factory=lambda: AuxSpec("labels", n_labels=1))
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) of image data; --flow glow is then multi-scale
     unit_interval: bool = False  # x is scaled to [0, 1): the flow starts with a fixed logit map
+    # VAE family (ivae, vae, betavae, tcvae); see iflow/ivae.py
+    latent_dim: int = 0  # 0: as many latents as observed dimensions (set by runs.train)
+    obs: str = "gaussian"  # observation model p(x | z): gaussian, bernoulli, poisson
+    noise_var: float = 0.01  # Gaussian decoder variance, in standardised units of x
+    learn_noise: bool = False  # learn the decoder variance (started at noise_var)
+    beta: float | None = None  # KL weight (TC weight for tcvae); None: the model's default
+    anneal_steps: int = 0  # KL weight rises from 0 to 1 over this many steps
+    iw_samples: int = 100  # K of the importance-weighted log-likelihood bound
 
     def flow_options(self) -> dict:
         options = {"hidden": self.hidden, "bins": self.bins, "tail_bound": self.tail_bound}

@@ -21,6 +21,7 @@ from .build import build_model
 from .checkpoint import Checkpointing
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
 from .data import Dataset, Standardizer, aux_spec, check_aux
+from .decoders import check_observations
 from .dequantization import dequantized
 from .errors import UserError
 from .files import atomic_write
@@ -58,6 +59,7 @@ class Run:
         if data.dim != self.model_config.dim:
             raise UserError(f"{data.source}: x has {data.dim} dimensions but the run was trained on {self.model_config.dim}")
         check_aux(data.u, self.model_config.aux, data.source)
+        check_observations(data.x, self.model_config.obs, data.source)
         dequantize = data.dequantize / self.standardizer.std if np.any(data.dequantize) else 0.0
         return replace(data, x=self.standardizer(data.x), dequantize=dequantize)
 
@@ -69,12 +71,20 @@ def train(
     progress: bool = True,
     checkpoint: Checkpointing | None = None,
 ) -> tuple[Run, TrainResult]:
-    """Standardise x (or map bounded data to the unit interval), build the model the config names
+    """Standardise x (bounded data: a fixed map to the unit interval; discrete observations
+    for a bernoulli or poisson decoder: kept as they are), build the model the config names
     (initialised from the seed), fit it. Nothing but the optional resume ``checkpoint`` is written.
+    The VAE family's latent dimension defaults to the observed dimension d.
     """
-    standardizer = Standardizer.unit_range(*data.bounds, data.dim) if data.bounds else Standardizer.fit(data.x)
+    if data.bounds:
+        standardizer = Standardizer.unit_range(*data.bounds, data.dim)
+    elif model_config.obs == "gaussian":
+        standardizer = Standardizer.fit(data.x)
+    else:
+        standardizer = Standardizer(np.zeros(data.dim), np.ones(data.dim))
     shape = {"image_shape": data.image_shape, "unit_interval": data.bounds is not None}
-    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source), **shape)
+    latent_dim = model_config.latent_dim or data.dim
+    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source), latent_dim=latent_dim, **shape)
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
     run = Run(model, model_config, train_config, standardizer)
@@ -103,6 +113,7 @@ def evaluate(run: Run, data: Dataset) -> dict:
         "log_likelihood": log_likelihood,
         "bits_per_dim": -log_likelihood / (data.dim * math.log(2)),
         "exact": bool(getattr(run.model, "exact_likelihood", False)),
+        "estimator": getattr(run.model, "likelihood_estimator", "exact"),
         "n": len(data),
         "mcc": None,
     }

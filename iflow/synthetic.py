@@ -5,12 +5,20 @@ standard deviation ~ U(0.5, 3) and (unless centered) a mean ~ U(-5, 5).
 Mixing x = f(s) by an invertible MLP: well-conditioned random square matrices
 (entries U(-1, 1), columns L2-normalised, redrawn until the condition number is
 below the 25th percentile of random draws), a fresh matrix per layer, the
-activation on all but the last layer.
+activation on all but the last layer. With ``dim`` D > n the first matrix is
+n x D and the others D x D (an MLP from n to D).
+
+Observations: ``obs="gaussian"`` gives x = f(s) + noise, ``noise`` being the
+noise *standard deviation* (the iVAE paper's variance 0.01 is noise=0.1);
+``obs="bernoulli"`` gives x ~ Bernoulli(sigmoid(f(s))) (the paper's discrete
+d = 100, n = 10 experiment).
 
 Since f is invertible and its Jacobian is a product over layers, the true
 model's exact log-likelihood of every sample is known:
 
     log p(x | u) = log p(s | u) - sum_l log|det W_l| - sum_{l<L} sum_i log h'(a_{l,i})
+
+It is None (undefined or intractable) with noise, Bernoulli observations or D > n.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from scipy import stats
 
 ACTIVATIONS = ("xtanh", "leaky")
 SOURCE_PRIORS = ("gauss", "laplace")
+OBSERVATIONS = ("gaussian", "bernoulli")
 LEAKY_SLOPE = 0.2
 
 
@@ -36,8 +45,14 @@ class SyntheticConfig:
     activation: str = "xtanh"
     centered: bool = False
     prior: str = "gauss"
-    noise: float = 0.0
+    noise: float = 0.0  # standard deviation of the Gaussian observation noise
     seed: int = 1
+    obs: str = "gaussian"
+    dim: int = 0  # observed dimensions D; 0: D = sources
+
+    @property
+    def observed_dim(self) -> int:
+        return self.dim or self.sources
 
     def validate(self) -> None:
         for name in ("sources", "segments", "per_segment", "layers"):
@@ -49,6 +64,12 @@ class SyntheticConfig:
             raise ValueError(f"unknown source prior {self.prior!r}; choose from {SOURCE_PRIORS}")
         if not self.noise >= 0:
             raise ValueError(f"--noise must be >= 0, got {self.noise}")
+        if self.obs not in OBSERVATIONS:
+            raise ValueError(f"unknown observation model {self.obs!r}; choose from {OBSERVATIONS}")
+        if self.obs == "bernoulli" and self.noise > 0:
+            raise ValueError("--noise is for --obs gaussian; Bernoulli observations are already random")
+        if self.dim != 0 and self.dim < self.sources:
+            raise ValueError(f"--dim must be >= --sources ({self.sources}), got {self.dim}")
 
 
 @dataclass
@@ -84,20 +105,44 @@ def activate(name: str, a: np.ndarray) -> np.ndarray:
     return np.where(a > 0, a, LEAKY_SLOPE * a)
 
 
-def condition_threshold(dim: int, rng: np.random.Generator, draws: int = 10_000) -> float:
-    """25th percentile of the condition numbers of random column-normalised matrices."""
-    mats = rng.uniform(-1, 1, size=(draws, dim, dim))
-    mats /= np.linalg.norm(mats, axis=1, keepdims=True)
-    return float(np.percentile(np.linalg.cond(mats), 25))
+def condition_threshold(
+    rows: int, rng: np.random.Generator, draws: int = 10_000, cols: int | None = None, chunk: int = 500
+) -> float:
+    """25th percentile of the condition numbers of random column-normalised (rows, cols) matrices.
+
+    Drawn in chunks to bound memory; the random stream is the same as one big draw.
+    """
+    cols = rows if cols is None else cols
+    conds = []
+    for start in range(0, draws, chunk):
+        mats = rng.uniform(-1, 1, size=(min(chunk, draws - start), rows, cols))
+        mats /= np.linalg.norm(mats, axis=1, keepdims=True)
+        conds.append(np.linalg.cond(mats))
+    return float(np.percentile(np.concatenate(conds), 25))
 
 
-def well_conditioned_matrix(dim: int, threshold: float, rng: np.random.Generator) -> np.ndarray:
+def well_conditioned_matrix(
+    rows: int, threshold: float, rng: np.random.Generator, cols: int | None = None
+) -> np.ndarray:
     """Entries U(-1, 1), columns L2-normalised, redrawn until cond < threshold."""
+    cols = rows if cols is None else cols
     while True:
-        w = rng.uniform(-1, 1, size=(dim, dim))
+        w = rng.uniform(-1, 1, size=(rows, cols))
         w /= np.linalg.norm(w, axis=0, keepdims=True)
         if np.linalg.cond(w) < threshold:
             return w
+
+
+def mixing_matrices(n: int, dim: int, layers: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``layers`` well-conditioned matrices: (n, dim) first, then (dim, dim)."""
+    if dim == n:
+        threshold = condition_threshold(n, rng)
+        return [well_conditioned_matrix(n, threshold, rng) for _ in range(layers)]
+    first = well_conditioned_matrix(n, condition_threshold(n, rng, cols=dim), rng, cols=dim)
+    if layers == 1:
+        return [first]
+    threshold = condition_threshold(dim, rng)
+    return [first] + [well_conditioned_matrix(dim, threshold, rng) for _ in range(layers - 1)]
 
 
 def source_log_density(prior: str, s: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -121,23 +166,26 @@ def generate(config: SyntheticConfig) -> SyntheticData:
         noise = rng.laplace(0.0, 1.0 / np.sqrt(2), size=(m * per, n))
     s = means[u] + stds[u] * noise
 
-    threshold = condition_threshold(n, rng)
-    weights = [well_conditioned_matrix(n, threshold, rng) for _ in range(config.layers)]
+    weights = mixing_matrices(n, config.observed_dim, config.layers, rng)
+    exact = config.noise == 0 and config.obs == "gaussian" and config.observed_dim == n
     log_det = source_log_density(config.prior, s, means[u], stds[u]).sum(1)
     h = s
     for layer, w in enumerate(weights):
         a = h @ w
-        log_det -= np.log(abs(np.linalg.det(w)))
+        if exact:
+            log_det -= np.log(abs(np.linalg.det(w)))
         if layer < config.layers - 1:
-            log_det -= activation_log_derivative(config.activation, a).sum(1)
+            if exact:
+                log_det -= activation_log_derivative(config.activation, a).sum(1)
             h = activate(config.activation, a)
         else:
             h = a
     x = h
-    log_likelihood: np.ndarray | None = log_det
     if config.noise > 0:
         x = x + config.noise * rng.standard_normal(x.shape)
-        log_likelihood = None
+    if config.obs == "bernoulli":
+        x = rng.binomial(1, 1.0 / (1.0 + np.exp(-x))).astype(np.float64)
+    log_likelihood = log_det if exact else None
     return SyntheticData(
         x=x.astype(np.float32),
         u=u.astype(np.int64),
