@@ -37,6 +37,7 @@ HERE = Path(__file__).parent
 RESULTS, REPORT = HERE / "ivae_results.json", HERE / "ivae.md"
 
 VAE_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=3e-3)
+DISCRETE_TRAIN = TrainConfig(epochs=50, batch_size=200, lr=1e-2)  # the paper's discrete settings
 FLOW_TRAIN = TrainConfig(epochs=30)
 PARTS = {
     "noisy": (SyntheticConfig(noise=0.1), ["ivae", "vae", "betavae", "tcvae"]),
@@ -59,7 +60,10 @@ PAPER = {
 
 
 NOTES = """Notes:
-- Targets: noisy iVAE mean MCC >= 0.90 (seeds 1-5), discrete iVAE >= 0.85. See the table for what was met.
+- Targets (issue 3): noisy iVAE mean MCC >= 0.90 over seeds 1-5, each model <= 3 minutes: NOT met (see table);
+  discrete d = 100, n = 10 iVAE >= 0.85: met (0.901 +- 0.001, seeds 1-5). Times are wall-clock on a shared 2-core machine, 1 thread.
+- The discrete part first ran with the 3 x 64 SiLU networks and lr 3e-3 / 30 epochs: iVAE 0.345 (seed 1, on the
+  nonlinear uncentred generator) and 0.452 (seed 2, paper protocol); linear networks at lr 3e-3: 0.769.
 - Data are the iFlow generator's (means U(-5, 5), a new matrix per layer); the iVAE paper's 0.952 is on centred
   data with one matrix reused in all layers and a re-weighted objective (reconstruction x 100, see PAPERS.md),
   so it is not the same protocol. With the plain ELBO used here, sanity checks behave: 2 sources, linear mixing,
@@ -68,17 +72,22 @@ NOTES = """Notes:
   per-segment variances of the posterior means (natural parameter eta2 = -1/(2 v) is a softplus of a table entry
   that Adam moves by about lr per step), so the variance modulation that identifies the sources is barely used.
   Multiplying the prior table's effective learning rate by 10 (a parametrisation, tried outside the package)
-  raised linear 5-source MCC from 0.69 to 0.83 (mean-modulated) and 0.68 to 0.86 (centred), but not the
-  nonlinear noisy benchmark (0.45). Tried on the noisy benchmark, seed 1, without reaching 0.60: lr 1e-3 / 3e-3 /
-  1e-2, batch 64, beta 0.1, KL annealing over 1000-2000 steps, decoder variance 0.001, learned decoder variance."""
+  raised linear 5-source MCC from 0.69 to 0.83 (mean-modulated, 30 vs 15 epochs) and 0.68 to 0.86 (centred,
+  8 vs 15 epochs), but not the nonlinear noisy benchmark (0.45). Tried on the noisy benchmark, seed 1, without reaching 0.60: lr 1e-3 / 3e-3 /
+  1e-2, batch 64, batch 200 at lr 1e-2 for 40 epochs (0.549), beta 0.1, KL annealing over 1000-2000 steps,
+  decoder variance 0.001, learned decoder variance.
+- Ceiling on the noisy benchmark (seed 1): a supervised MLP predicting s from (x, u) (held-out, 25 epochs)
+  reaches mean correlation 0.923 with noise std 0.1 and 0.964 without noise, so no method's posterior mean can
+  score much above ~0.92 there: the 0.90 target leaves little room. (Saturated xtanh layers contract some source
+  directions ~10x per layer, and the noise hides them.)"""
 
 
 def model_config(part: str, name: str) -> ModelConfig:
     if name == "iflow":
         return ModelConfig(model="iflow")
     config = ModelConfig(model=name, hidden=64)
-    if part == "discrete":
-        config = replace(config, obs="bernoulli", latent_dim=10)
+    if part == "discrete":  # linear encoder and decoder, as the paper's networks (activation "none")
+        config = replace(config, obs="bernoulli", latent_dim=10, depth=0)
     return config
 
 
@@ -87,7 +96,7 @@ def run_one(part: str, name: str, seed: int) -> dict:
     synthetic = generate(replace(PARTS[part][0], seed=seed))
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"{part} seed {seed}")
     config = model_config(part, name)
-    train_config = FLOW_TRAIN if name == "iflow" else VAE_TRAIN
+    train_config = FLOW_TRAIN if name == "iflow" else DISCRETE_TRAIN if part == "discrete" else VAE_TRAIN
     start = time.perf_counter()
     run, result = train(data, config, train_config, progress=False)
     seconds = time.perf_counter() - start
@@ -122,6 +131,8 @@ def report(results: dict) -> str:
         (
             f"VAE family: {VAE_TRAIN.epochs} epochs, batch {VAE_TRAIN.batch_size}, Adam lr {VAE_TRAIN.lr}, cosine "
             "schedule; encoder/decoder MLPs 3 x 64 SiLU; Gaussian decoder variance 0.01 (standardised x); "
+            f"discrete part: linear encoder and decoder, {DISCRETE_TRAIN.epochs} epochs, batch "
+            f"{DISCRETE_TRAIN.batch_size}, lr {DISCRETE_TRAIN.lr}; "
             "MCC (Pearson) of the posterior mean on all points; best epoch by validation IW bound (K = 100)."
         ),
         (
@@ -146,7 +157,15 @@ def report(results: dict) -> str:
                 f"| {mean_sd([r['log_likelihood'] for r in rows])} ({kind}) | {mean_sd(true_ll)} "
                 f"| {np.mean([r['seconds'] for r in rows]):.0f} | {PAPER.get((part, name), '')} |"
             )
-    lines += ["", NOTES, "", "Per seed:", "", "| run | MCC | log-likelihood | seconds | best epoch |", "|---|---|---|---|---|"]
+    lines += [
+        "",
+        NOTES,
+        "",
+        "Per seed:",
+        "",
+        "| run | MCC | log-likelihood | seconds | best epoch |",
+        "|---|---|---|---|---|",
+    ]
     for key, r in sorted(results.items()):
         lines.append(f"| {key} | {r['mcc']:.3f} | {r['log_likelihood']:.3f} | {r['seconds']:.0f} | {r['best_epoch']} |")
     return "\n".join(lines) + "\n"
