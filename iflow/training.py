@@ -72,6 +72,28 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def refit_prior(model: nn.Module, x: Tensor, u: Tensor) -> bool:
+    """Closed-form M-step of a label prior at the current flow (False when the model has none).
+
+    Sets each segment's natural parameters to the maximum-likelihood values for the
+    current latents z = g(x): a data-dependent start, and exact ascent on the prior's block.
+    """
+    prior = getattr(model, "prior", None)
+    if getattr(prior, "n_labels", None) is None or u.dtype != torch.long:
+        return False
+    prior.fit_labels(encode(model, x, u), u)
+    return True
+
+
+def warm_start(model: nn.Module, x: Tensor, u: Tensor) -> None:
+    """Data-dependent start: one training-mode pass (actnorm inits), then the prior's M-step."""
+    every = max(1, x.shape[0] // EVAL_BATCH)  # a strided subset spans all segments
+    model.train()
+    with torch.no_grad():
+        model.log_prob(x[::every], u[::every])
+    refit_prior(model, x, u)
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=config.lr * 0.01)
@@ -87,7 +109,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool = T
     config.validate()
     device = resolve_device(config.device)
     seed_everything(config.seed)
-    train_idx, val_idx = split_indices(len(data), config.val_fraction, config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_idx, val_idx = split_indices(len(data), config.val_fraction, split_seed)
     if len(train_idx) < config.batch_size:
         raise UserError(
             f"{data.source}: {len(train_idx)} training rows is fewer than one batch ({config.batch_size}); "
@@ -96,6 +119,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool = T
     model.to(device)
     x, u = as_tensors(data, device)
     x_train, u_train, x_val, u_val = x[train_idx], u[train_idx], x[val_idx], u[val_idx]
+    if config.prior_fit in ("init", "epoch"):
+        warm_start(model, x_train, u_train)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_idx) // config.batch_size
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -118,6 +143,8 @@ def fit(model: nn.Module, data: Dataset, config: TrainConfig, progress: bool = T
             optimizer.step()
             schedule.step()
             total += loss.item()
+        if config.prior_fit == "epoch":
+            refit_prior(model, x_train, u_train)
         record = {
             "epoch": epoch + 1,
             "train_loss": total / steps_per_epoch,
