@@ -55,6 +55,14 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument(
+        "--prior-fit", choices=["none", "init", "epoch"], default="init",
+        help="closed-form M-step of a label prior: none, init (default: data-dependent start) or every epoch",
+    )  # fmt: skip
+    p.add_argument(
+        "--restarts", type=positive_int, default=1,
+        help="train K models (seeds S, S+1, ...) and keep the best by held-out log-likelihood (default 1)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,6 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, type=Path)
     add_runtime_options(sample)
     sample.set_defaults(handler=cmd_sample)
+
+    agree = commands.add_parser("consistency", help="MCC between the latents of independently trained runs")
+    agree.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="two or more run directories")
+    agree.add_argument("--data", required=True, type=Path, help=".npz to encode with every run")
+    agree.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_runtime_options(agree)
+    agree.set_defaults(handler=cmd_consistency)
 
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
@@ -166,8 +181,9 @@ def prepare_run_dir(out: Path, overwrite: bool) -> None:
 def train_and_save(args: argparse.Namespace, data, out: Path) -> dict:
     """Train on ``data`` per the parsed options, save the run with figures, return its metrics."""
     from .config import ModelConfig, TrainConfig
-    from .figures import save_sources_figure, save_training_figure
+    from .figures import save_restarts_figure, save_sources_figure, save_training_figure
     from .runs import encode_dataset, evaluate, save_run, train
+    from .selection import train_with_restarts
 
     model_config = ModelConfig(
         model=args.model, flow=args.flow, prior=args.prior, depth=args.depth,
@@ -176,13 +192,22 @@ def train_and_save(args: argparse.Namespace, data, out: Path) -> dict:
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, threads=args.threads,
+        prior_fit=args.prior_fit,
     )  # fmt: skip
     train_config.validate()
-    run, result = train(data, model_config, train_config)
+    if args.restarts > 1:
+        run, result, restarts = train_with_restarts(data, model_config, train_config, args.restarts)
+    else:
+        (run, result), restarts = train(data, model_config, train_config), []
     metrics = evaluate(run, data)
     metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    if restarts:
+        metrics["restarts"] = [r.as_dict() for r in restarts]
+        metrics["seconds"] = sum(r.seconds for r in restarts)
     save_run(run, out, result, metrics)
     save_training_figure(result.history, out / "figures" / "training.png")
+    if restarts and data.s is not None:
+        save_restarts_figure(metrics["restarts"], out / "figures" / "restarts.png")
     if data.s is not None:
         save_sources_figure(data.s, encode_dataset(run, data), out / "figures" / "sources.png")
     return metrics
@@ -245,6 +270,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
     x = sample(run, args.u, args.n, args.seed)
     save_npz(args.out, x=x, u=np.full(args.n, args.u, dtype=np.int64))
     print(f"wrote {args.out}: x {x.shape} for u = {args.u}")
+
+
+def cmd_consistency(args: argparse.Namespace) -> None:
+    from .consistency import consistency
+    from .data import load_npz
+    from .errors import UserError
+    from .runs import load_run
+
+    if len(args.runs) < 2:
+        raise UserError("consistency needs at least two run directories")
+    setup_torch(args)
+    runs = [load_run(path, args.device) for path in args.runs]
+    report = consistency(runs, load_npz(args.data))
+    if args.json:
+        print(json.dumps(report))
+        return
+    for name, row in zip(report["runs"], report["pairwise"]):
+        print(f"{name}: " + " ".join(f"{value:.3f}" for value in row))
+    line = f"agreement between runs: mean MCC {report['mean']:.4f}, min {report['min']:.4f}"
+    if report["true_mcc"] is not None:
+        line += "; MCC to the true sources: " + ", ".join(f"{value:.3f}" for value in report["true_mcc"])
+    print(line)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .metrics import mcc
-from .plotting import plot_recovered_sources, plot_training_curves
+from .plotting import plot_recovered_sources, plot_restarts, plot_training_curves
 from .runs import atomic_write
 
 
@@ -36,5 +36,15 @@ def save_sources_figure(s: np.ndarray, z: np.ndarray, path: Path) -> None:
 def save_training_figure(history: list[dict], path: Path) -> None:
     fig = Figure(figsize=(12, 3.2))
     plot_training_curves(fig.subplots(1, 3), history)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_restarts_figure(restarts: list[dict], path: Path) -> None:
+    """Scatter of held-out log-likelihood vs MCC over restarts (needs MCC, i.e. known sources)."""
+    fig = Figure(figsize=(4.2, 3.4))
+    chosen = next(i for i, r in enumerate(restarts) if r["chosen"])
+    ax = plot_restarts(fig.subplots(), [r["val_log_likelihood"] for r in restarts], [r["mcc"] for r in restarts], chosen)
+    ax.set_title("restarts: selection by held-out likelihood", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)
