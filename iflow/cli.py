@@ -56,8 +56,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="held-out fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument(
-        "--prior-fit", choices=["none", "init", "epoch"], default="init",
-        help="closed-form M-step of a label prior: none, init (default: data-dependent start) or every epoch",
+        "--prior-fit", choices=["none", "init", "epoch"], default="epoch",
+        help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
+        "at the start and after every epoch)",
     )  # fmt: skip
     p.add_argument(
         "--restarts", type=positive_int, default=1,

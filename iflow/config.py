@@ -45,7 +45,7 @@ class TrainConfig:
     clip_grad: float = 10.0
     seed: int = 0
     split_seed: int | None = None  # None: the training seed; restarts share one split
-    prior_fit: str = "init"  # closed-form M-step of a label prior: none, init, or every epoch
+    prior_fit: str = "epoch"  # closed-form M-step of a label prior: none, at init, or every epoch
     device: str = "cpu"
     threads: int = 1
 
