@@ -1,0 +1,214 @@
+"""Identifiability benchmark: regenerates benchmarks/identifiability.md.
+
+Sections (run in pieces; results are cached in benchmarks/identifiability.json, one
+entry per (section, row, variant, data seed), so the tables fill in across runs):
+
+- ablation: on the default generator, each training change alone: held-out
+  log-likelihood, gap to the true model, MCC, seconds and epochs.
+- restarts: K default runs per data seed on one split: MCC of a single run, of the run kept
+  by held-out likelihood (``--restarts K``), and the consistency (MCC between runs' latents).
+- generators: rows = generator settings, columns = MCC mean +- std over seeds and time per model
+  for the default identifiable flow, the best option found, the unconditional flow, and x itself.
+
+    python benchmarks/identifiability.py --only ablation --seeds 1 2 3 4 5
+    python benchmarks/identifiability.py --only generators --seeds 1 2
+    python benchmarks/identifiability.py --report          # rewrite the .md from the cache only
+
+One training at a time, on one thread (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).parent
+CACHE, REPORT = HERE / "identifiability.json", HERE / "identifiability.md"
+
+# Each ablation variant changes the defaults by the options listed (model, train).
+ABLATION = {
+    "defaults (prior M-step at start and every epoch)": ({}, {}),
+    "no prior M-step (--prior-fit none; the foundation's defaults)": ({}, {"prior_fit": "none"}),
+    "prior M-step at the start only (--prior-fit init)": ({}, {"prior_fit": "init"}),
+    "mlp flow (the generator's structure)": ({"flow": "mlp"}, {}),
+    "lr 3e-3": ({}, {"lr": 3e-3}),
+    "tail bound 8": ({"tail_bound": 8.0}, {}),
+}
+GENERATORS = {
+    "xtanh (default)": {},
+    "leaky-ReLU 0.2": {"activation": "leaky"},
+    "centered sources": {"centered": True},
+    "Laplace sources": {"prior": "laplace"},
+    "2 mixing layers": {"layers": 2},
+    "4 mixing layers": {"layers": 4},
+}
+BEST = "lr 3e-3"  # the best non-default ablation variant (by gap, then MCC) on the seeds measured
+MODELS = {"default iflow": ({}, {}), "best option": ABLATION[BEST], "unconditional flow": ({"model": "flow"}, {})}
+
+
+def load_cache() -> dict:
+    return json.loads(CACHE.read_text()) if CACHE.exists() else {}
+
+
+def save_cache(cache: dict) -> None:
+    CACHE.write_text(json.dumps(cache, indent=1, sort_keys=True) + "\n")
+
+
+def dataset(generator: dict, seed: int):
+    from iflow.data import make_dataset
+    from iflow.synthetic import SyntheticConfig, generate
+
+    d = generate(SyntheticConfig(seed=seed, **generator))
+    return make_dataset(d.x, d.u, d.s, d.log_likelihood, name=f"synthetic {generator} seed {seed}")
+
+
+def train_one(data, model_options: dict, train_options: dict, train_seed: int = 0):
+    """Train with the defaults changed by the options; score on all rows and on the held-out rows."""
+    from iflow.config import ModelConfig, TrainConfig
+    from iflow.data import split_indices
+    from iflow.runs import evaluate, train
+
+    config = TrainConfig(seed=train_seed, **train_options)
+    run, result = train(data, ModelConfig(**model_options), config, progress=False)
+    metrics = evaluate(run, data)
+    _, val = split_indices(len(data), config.val_fraction, config.seed if config.split_seed is None else config.split_seed)
+    held_out = evaluate(run, replace(data, x=data.x[val], u=data.u[val], s=data.s[val], true_log_likelihood=data.true_log_likelihood[val]))
+    entry = {key: metrics.get(key) for key in ("log_likelihood", "gap", "mcc")}
+    entry.update(val_log_likelihood=held_out["log_likelihood"], val_gap=held_out["gap"])
+    entry.update(seconds=result.seconds, epochs=len(result.history), steps=len(result.history) * (len(data) - len(val)) // config.batch_size)
+    return run, entry
+
+
+def cached(cache: dict, key: str, compute) -> dict:
+    if key not in cache:
+        cache[key] = compute()
+        save_cache(cache)
+        print(key, json.dumps(cache[key]), flush=True)
+    return cache[key]
+
+
+def run_ablation(cache: dict, seeds: list[int]) -> None:
+    for seed in seeds:
+        data = dataset({}, seed)
+        for name, (model_options, train_options) in ABLATION.items():
+            cached(cache, f"ablation|{name}|{seed}", lambda: train_one(data, model_options, train_options)[1])
+
+
+def run_generators(cache: dict, seeds: list[int]) -> None:
+    from iflow.metrics import mcc
+
+    for seed in seeds:
+        for row, generator in GENERATORS.items():
+            data = dataset(generator, seed)
+            cached(cache, f"generators|{row}|x itself|{seed}", lambda: {"mcc": mcc(data.x, data.s).mcc, "seconds": 0.0})
+            for column, (model_options, train_options) in MODELS.items():
+                cached(cache, f"generators|{row}|{column}|{seed}", lambda: train_one(data, model_options, train_options)[1])
+
+
+def run_restarts(cache: dict, seeds: list[int], restarts: int) -> None:
+    from iflow.consistency import pairwise_mcc
+    from iflow.runs import encode_dataset
+
+    for seed in seeds:
+        data = dataset({}, seed)
+
+        def compute() -> dict:
+            runs, entries = [], []
+            for k in range(restarts):  # one shared validation split, as --restarts does
+                run, entry = train_one(data, {}, {"split_seed": 0}, train_seed=k)
+                runs.append(run)
+                entries.append(entry)
+            table = pairwise_mcc([encode_dataset(run, data) for run in runs])
+            return {"runs": entries, "pairwise": table.tolist()}
+
+        cached(cache, f"restarts|{restarts}|{seed}", compute)
+
+
+def mean_std(values: list[float]) -> str:
+    return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if values else "–"
+
+
+def collect(cache: dict, prefix: str) -> dict[str, list[dict]]:
+    """Entries under ``prefix|name|seed``, grouped by name."""
+    groups: dict[str, list[dict]] = {}
+    for key, entry in cache.items():
+        if key.startswith(prefix + "|"):
+            name = key[len(prefix) + 1 :].rsplit("|", 1)[0]
+            groups.setdefault(name, []).append(entry)
+    return groups
+
+
+def report(cache: dict) -> str:
+    lines = ["# Identifiability benchmark", "", "Generated by `python benchmarks/identifiability.py` (see its docstring)."]
+    lines += ["Default benchmark: 5 sources, 40 segments x 1000, 3 xtanh layers, uncentered Gaussian sources."]
+    lines += ["Log-likelihoods in nats/sample on the full data (original units); gap = true model - model.", ""]
+    lines += ["## Ablation (default generator; each row changes one thing from the defaults)", ""]
+    lines += ["| variant | seeds | held-out ll | held-out gap | MCC | seconds | epochs |", "|---|---|---|---|---|---|---|"]
+    groups = collect(cache, "ablation")
+    for name in ABLATION:
+        rows = groups.get(name, [])
+        if rows:
+            col = lambda k: [r[k] for r in rows]  # noqa: E731
+            lines.append(
+                f"| {name} | {len(rows)} | {mean_std(col('val_log_likelihood'))} | {mean_std(col('val_gap'))} | "
+                f"{mean_std(col('mcc'))} | {np.mean(col('seconds')):.0f} | {np.mean(col('epochs')):.0f} |"
+            )
+    restarts = collect(cache, "restarts")
+    if restarts:
+        lines += ["", "## Restarts and consistency (default settings, K runs per data seed, one split)", ""]
+        lines += ["| K | data seed | MCC per run | kept by held-out ll | mean pairwise MCC between runs |", "|---|---|---|---|---|"]
+        for key in sorted(k for k in cache if k.startswith("restarts|")):
+            _, k, seed = key.split("|")
+            entry = cache[key]
+            mccs = [r["mcc"] for r in entry["runs"]]
+            kept = max(entry["runs"], key=lambda r: r["val_log_likelihood"])["mcc"]
+            table = np.array(entry["pairwise"])
+            pairs = table[np.triu_indices(len(table), 1)]
+            lines.append(f"| {k} | {seed} | {', '.join(f'{m:.3f}' for m in mccs)} | {kept:.3f} | {pairs.mean():.3f} |")
+    generators = collect(cache, "generators")
+    if generators:
+        columns = [*MODELS, "x itself"]
+        lines += ["", f"## Generators (MCC mean ± std over data seeds; seconds per model). Best option: {BEST}", ""]
+        lines += ["| generator | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+        for row in GENERATORS:
+            cells = []
+            for column in columns:
+                rows = generators.get(f"{row}|{column}", [])
+                time = f" ({np.mean([r['seconds'] for r in rows]):.0f} s)" if rows and column != "x itself" else ""
+                cells.append(mean_std([r["mcc"] for r in rows]) + time)
+            count = len(generators.get(f"{row}|default iflow", []))
+            lines.append(f"| {row} | {count} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=["ablation", "restarts", "generators"], action="append", default=[])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--report", action="store_true", help="only rewrite the .md from the cache")
+    args = parser.parse_args()
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    cache = load_cache()
+    sections = [] if args.report else (args.only or ["ablation", "restarts", "generators"])
+    for section in sections:
+        if section == "ablation":
+            run_ablation(cache, args.seeds)
+        elif section == "restarts":
+            run_restarts(cache, args.seeds, args.restarts)
+        else:
+            run_generators(cache, args.seeds)
+    REPORT.write_text(report(cache))
+    print(f"wrote {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
