@@ -224,11 +224,13 @@ def format_metrics(metrics: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from .data import load_npz
+    from .data import aux_spec, load_npz
 
     setup_torch(args)
     data = load_npz(args.data)
     prepare_run_dir(args.out, args.overwrite)
+    one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
+    print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{aux_spec(data.u).describe()}")
     metrics = train_and_save(args, data, args.out)
     print(f"{args.out}: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
 

@@ -26,8 +26,8 @@ class AuxSpec:
 
     def describe(self) -> str:
         if self.kind == "labels":
-            return f"u: {self.n_labels} integer labels -> embedding table"
-        return f"u: {self.aux_dim}-dim floats -> MLP"
+            return f"u: {self.n_labels} integer labels -> prior parameters from an embedding table"
+        return f"u: {self.aux_dim}-dim floats -> prior parameters from an MLP"
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Dataset:
     s: np.ndarray | None = None
     true_log_likelihood: np.ndarray | None = None
     source: str = "<memory>"
+    u_was_one_hot: bool = False
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -147,6 +148,7 @@ def make_dataset(
         s=None if s is None else np.asarray(s, dtype=np.float32),
         true_log_likelihood=true_log_likelihood,
         source=name,
+        u_was_one_hot=looks_one_hot(u),
     )
 
 
