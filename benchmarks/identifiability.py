@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -48,7 +49,9 @@ GENERATORS = {
     "4 mixing layers": {"layers": 4},
 }
 BEST = "lr 3e-3"  # the best non-default ablation variant (by gap, then MCC) on the seeds measured
+DEFAULTS = next(iter(ABLATION))
 MODELS = {"default iflow": ({}, {}), "best option": ABLATION[BEST], "unconditional flow": ({"model": "flow"}, {})}
+SAME_AS_ABLATION = {"default iflow": DEFAULTS, "best option": BEST}  # identical runs on the default generator
 
 
 def load_cache() -> dict:
@@ -74,59 +77,97 @@ def train_one(data, model_options: dict, train_options: dict, train_seed: int = 
     from iflow.runs import evaluate, train
 
     config = TrainConfig(seed=train_seed, **train_options)
+    cpu_start = time.process_time()  # CPU seconds: what wall time would be on an idle core
     run, result = train(data, ModelConfig(**model_options), config, progress=False)
+    cpu_seconds = time.process_time() - cpu_start
     metrics = evaluate(run, data)
-    _, val = split_indices(len(data), config.val_fraction, config.seed if config.split_seed is None else config.split_seed)
-    held_out = evaluate(run, replace(data, x=data.x[val], u=data.u[val], s=data.s[val], true_log_likelihood=data.true_log_likelihood[val]))
+    _, val = split_indices(
+        len(data), config.val_fraction, config.seed if config.split_seed is None else config.split_seed
+    )
+    held_out = evaluate(
+        run,
+        replace(data, x=data.x[val], u=data.u[val], s=data.s[val], true_log_likelihood=data.true_log_likelihood[val]),
+    )
     entry = {key: metrics.get(key) for key in ("log_likelihood", "gap", "mcc")}
     entry.update(val_log_likelihood=held_out["log_likelihood"], val_gap=held_out["gap"])
-    entry.update(seconds=result.seconds, epochs=len(result.history), steps=len(result.history) * (len(data) - len(val)) // config.batch_size)
+    entry.update(
+        seconds=result.seconds,
+        cpu_seconds=cpu_seconds,
+        epochs=len(result.history),
+        steps=len(result.history) * (len(data) - len(val)) // config.batch_size,
+    )
     return run, entry
 
 
-def cached(cache: dict, key: str, compute) -> dict:
+def train_entry(data, model_options: dict, train_options: dict) -> dict:
+    return train_one(data, model_options, train_options)[1]
+
+
+def cached(cache: dict, key: str, compute, *args) -> dict:
+    """``cache[key]``, computed as ``compute(*args)`` (and saved) when missing."""
     if key not in cache:
-        cache[key] = compute()
+        cache[key] = compute(*args)
         save_cache(cache)
         print(key, json.dumps(cache[key]), flush=True)
     return cache[key]
 
 
-def run_ablation(cache: dict, seeds: list[int]) -> None:
+def picked(names, keep: list[str] | None) -> list[str]:
+    """The names containing one of the ``keep`` substrings (all names when ``keep`` is empty)."""
+    return [n for n in names if not keep or any(k in n for k in keep)]
+
+
+def run_ablation(cache: dict, seeds: list[int], keep: list[str] | None = None) -> None:
     for seed in seeds:
         data = dataset({}, seed)
-        for name, (model_options, train_options) in ABLATION.items():
-            cached(cache, f"ablation|{name}|{seed}", lambda: train_one(data, model_options, train_options)[1])
+        for name in picked(ABLATION, keep):
+            model_options, train_options = ABLATION[name]
+            cached(cache, f"ablation|{name}|{seed}", train_entry, data, model_options, train_options)
 
 
-def run_generators(cache: dict, seeds: list[int]) -> None:
+def run_generators(
+    cache: dict, seeds: list[int], keep: list[str] | None = None, columns: list[str] | None = None
+) -> None:
     from iflow.metrics import mcc
 
     for seed in seeds:
-        for row, generator in GENERATORS.items():
+        for row in picked(GENERATORS, keep):
+            generator = GENERATORS[row]
             data = dataset(generator, seed)
-            cached(cache, f"generators|{row}|x itself|{seed}", lambda: {"mcc": mcc(data.x, data.s).mcc, "seconds": 0.0})
-            for column, (model_options, train_options) in MODELS.items():
-                cached(cache, f"generators|{row}|{column}|{seed}", lambda: train_one(data, model_options, train_options)[1])
+            cached(
+                cache, f"generators|{row}|x itself|{seed}", lambda d: {"mcc": mcc(d.x, d.s).mcc, "seconds": 0.0}, data
+            )
+            for column in picked(MODELS, columns):
+                model_options, train_options = MODELS[column]
+                same = SAME_AS_ABLATION.get(column) if not generator else None  # the default generator's run
+                if same and f"ablation|{same}|{seed}" in cache:
+                    cache.setdefault(f"generators|{row}|{column}|{seed}", cache[f"ablation|{same}|{seed}"])
+                    continue
+                cached(cache, f"generators|{row}|{column}|{seed}", train_entry, data, model_options, train_options)
 
 
 def run_restarts(cache: dict, seeds: list[int], restarts: int) -> None:
+    for seed in seeds:
+        cached(cache, f"restarts|{restarts}|{seed}", restarts_entry, dataset({}, seed), restarts)
+
+
+def restarts_entry(data, restarts: int) -> dict:
+    """K default runs on one validation split (that of seed 0, as ``--restarts`` does) and their agreement."""
     from iflow.consistency import pairwise_mcc
     from iflow.runs import encode_dataset
 
-    for seed in seeds:
-        data = dataset({}, seed)
+    runs, entries = [], []
+    for k in range(restarts):
+        run, entry = train_one(data, {}, {"split_seed": 0}, train_seed=k)
+        runs.append(run)
+        entries.append(entry)
+    table = pairwise_mcc([encode_dataset(run, data) for run in runs])
+    return {"runs": entries, "pairwise": table.tolist()}
 
-        def compute() -> dict:
-            runs, entries = [], []
-            for k in range(restarts):  # one shared validation split, as --restarts does
-                run, entry = train_one(data, {}, {"split_seed": 0}, train_seed=k)
-                runs.append(run)
-                entries.append(entry)
-            table = pairwise_mcc([encode_dataset(run, data) for run in runs])
-            return {"runs": entries, "pairwise": table.tolist()}
 
-        cached(cache, f"restarts|{restarts}|{seed}", compute)
+def cpu(rows: list[dict]) -> str:
+    values = [r["cpu_seconds"] for r in rows if "cpu_seconds" in r]
+    return f" ({np.mean(values):.0f})" if values else ""
 
 
 def mean_std(values: list[float]) -> str:
@@ -144,24 +185,33 @@ def collect(cache: dict, prefix: str) -> dict[str, list[dict]]:
 
 
 def report(cache: dict) -> str:
-    lines = ["# Identifiability benchmark", "", "Generated by `python benchmarks/identifiability.py` (see its docstring)."]
+    lines = [
+        "# Identifiability benchmark",
+        "",
+        "Generated by `python benchmarks/identifiability.py` (see its docstring).",
+    ]
     lines += ["Default benchmark: 5 sources, 40 segments x 1000, 3 xtanh layers, uncentered Gaussian sources."]
     lines += ["Log-likelihoods in nats/sample on the full data (original units); gap = true model - model.", ""]
     lines += ["## Ablation (default generator; each row changes one thing from the defaults)", ""]
-    lines += ["| variant | seeds | held-out ll | held-out gap | MCC | seconds | epochs |", "|---|---|---|---|---|---|---|"]
+    lines += ["Seconds: wall time on the shared machine (CPU seconds of the training process in brackets).", ""]
+    lines += [
+        "| variant | seeds | held-out ll | held-out gap | MCC | seconds | epochs |",
+        "|---|---|---|---|---|---|---|",
+    ]
     groups = collect(cache, "ablation")
     for name in ABLATION:
         rows = groups.get(name, [])
         if rows:
-            col = lambda k: [r[k] for r in rows]  # noqa: E731
-            lines.append(
-                f"| {name} | {len(rows)} | {mean_std(col('val_log_likelihood'))} | {mean_std(col('val_gap'))} | "
-                f"{mean_std(col('mcc'))} | {np.mean(col('seconds')):.0f} | {np.mean(col('epochs')):.0f} |"
-            )
+            ll, gap, score = (mean_std([r[k] for r in rows]) for k in ("val_log_likelihood", "val_gap", "mcc"))
+            seconds, epochs = np.mean([r["seconds"] for r in rows]), np.mean([r["epochs"] for r in rows])
+            lines.append(f"| {name} | {len(rows)} | {ll} | {gap} | {score} | {seconds:.0f}{cpu(rows)} | {epochs:.0f} |")
     restarts = collect(cache, "restarts")
     if restarts:
         lines += ["", "## Restarts and consistency (default settings, K runs per data seed, one split)", ""]
-        lines += ["| K | data seed | MCC per run | kept by held-out ll | mean pairwise MCC between runs |", "|---|---|---|---|---|"]
+        lines += [
+            "| K | data seed | MCC per run | kept by held-out ll | mean pairwise MCC between runs |",
+            "|---|---|---|---|---|",
+        ]
         for key in sorted(k for k in cache if k.startswith("restarts|")):
             _, k, seed = key.split("|")
             entry = cache[key]
@@ -179,8 +229,8 @@ def report(cache: dict) -> str:
             cells = []
             for column in columns:
                 rows = generators.get(f"{row}|{column}", [])
-                time = f" ({np.mean([r['seconds'] for r in rows]):.0f} s)" if rows and column != "x itself" else ""
-                cells.append(mean_std([r["mcc"] for r in rows]) + time)
+                seconds = f" ({np.mean([r['seconds'] for r in rows]):.0f} s)" if rows and column != "x itself" else ""
+                cells.append(mean_std([r["mcc"] for r in rows]) + seconds)
             count = len(generators.get(f"{row}|default iflow", []))
             lines.append(f"| {row} | {count} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -191,6 +241,8 @@ def main() -> None:
     parser.add_argument("--only", choices=["ablation", "restarts", "generators"], action="append", default=[])
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     parser.add_argument("--restarts", type=int, default=3)
+    parser.add_argument("--names", nargs="+", help="only ablation variants / generator rows containing these")
+    parser.add_argument("--columns", nargs="+", help="only generator-table columns (models) containing these")
     parser.add_argument("--report", action="store_true", help="only rewrite the .md from the cache")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -201,11 +253,11 @@ def main() -> None:
     sections = [] if args.report else (args.only or ["ablation", "restarts", "generators"])
     for section in sections:
         if section == "ablation":
-            run_ablation(cache, args.seeds)
+            run_ablation(cache, args.seeds, args.names)
         elif section == "restarts":
             run_restarts(cache, args.seeds, args.restarts)
         else:
-            run_generators(cache, args.seeds)
+            run_generators(cache, args.seeds, args.names, args.columns)
     REPORT.write_text(report(cache))
     print(f"wrote {REPORT}")
 

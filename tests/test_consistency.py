@@ -23,7 +23,10 @@ def test_pairwise_mcc_ignores_permutation_sign_and_scale():
 def two_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("consistency")
     data = root / "d.npz"
-    assert main(["data", "synthetic", "--sources", "2", "--segments", "3", "--per-segment", "100", "--out", str(data)]) == 0
+    assert (
+        main(["data", "synthetic", "--sources", "2", "--segments", "3", "--per-segment", "100", "--out", str(data)])
+        == 0
+    )
     runs = []
     for seed in (0, 1):
         run = root / f"run{seed}"

@@ -48,7 +48,10 @@ def test_restarts_must_be_positive():
 
 def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path):
     data = tmp_path / "d.npz"
-    assert main(["data", "synthetic", "--sources", "2", "--segments", "3", "--per-segment", "100", "--out", str(data)]) == 0
+    assert (
+        main(["data", "synthetic", "--sources", "2", "--segments", "3", "--per-segment", "100", "--out", str(data)])
+        == 0
+    )
     run = tmp_path / "run"
     args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "64", "--depth", "1", "--hidden", "8"]
     assert main([*args, "--restarts", "3", "--seed", "5", "--out", str(run)]) == 0
