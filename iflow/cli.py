@@ -232,6 +232,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
     print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{aux_spec(data.u).describe()}")
     metrics = train_and_save(args, data, args.out)
+    for restart in metrics.get("restarts", []):
+        score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
+        kept = " (kept)" if restart["chosen"] else ""
+        print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
     print(f"{args.out}: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
 
 

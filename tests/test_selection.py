@@ -46,7 +46,7 @@ def test_restarts_must_be_positive():
         train_with_restarts(data, ModelConfig(), TrainConfig(), 0, trainer=fake_trainer([]))
 
 
-def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path):
+def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path, capsys):
     data = tmp_path / "d.npz"
     assert (
         main(["data", "synthetic", "--sources", "2", "--segments", "3", "--per-segment", "100", "--out", str(data)])
@@ -63,3 +63,5 @@ def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path):
     config = json.loads((run / "config.json").read_text())
     assert config["train"]["seed"] == kept["seed"] and config["train"]["split_seed"] == 5
     assert (run / "figures" / "restarts.png").is_file()
+    out = capsys.readouterr().out
+    assert out.count("restart seed") == 3 and out.count("(kept)") == 1
