@@ -38,7 +38,7 @@ class TrainConfig:
 
     epochs: int = 30
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     schedule: str = "cosine"
     val_fraction: float = 0.1
