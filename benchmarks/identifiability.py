@@ -178,9 +178,10 @@ def restarts_entry(data, restarts: int) -> dict:
     return {"runs": entries, "pairwise": table.tolist()}
 
 
-def cpu(rows: list[dict]) -> str:
+def cpu(rows: list[dict], form: str = " ({:.0f})") -> str:
+    """Mean CPU seconds of the rows that recorded them, formatted; empty when none did."""
     values = [r["cpu_seconds"] for r in rows if "cpu_seconds" in r]
-    return f" ({np.mean(values):.0f})" if values else ""
+    return form.format(np.mean(values)) if values else ""
 
 
 def mean_std(values: list[float]) -> str:
@@ -242,7 +243,7 @@ def report(cache: dict) -> str:
         columns = [*MODELS, "x itself"]
         lines += [
             "",
-            f"## Generators (MCC mean ± std over data seeds; wall seconds per model, CPU seconds in brackets). Best option: {BEST}",
+            f"## Generators (MCC mean ± std over data seeds; wall and CPU seconds per model). Best option: {BEST}",
             "",
         ]
         lines += ["| generator | seeds | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
@@ -251,7 +252,7 @@ def report(cache: dict) -> str:
             for column in columns:
                 rows = generators.get(f"{row}|{column}", [])
                 wall = np.mean([r["seconds"] for r in rows]) if rows else 0.0
-                seconds = f" ({wall:.0f} s{cpu(rows)})" if rows and column != "x itself" else ""
+                seconds = f" ({wall:.0f} s{cpu(rows, ' / {:.0f} cpu-s')})" if rows and column != "x itself" else ""
                 cells.append(mean_std([r["mcc"] for r in rows]) + seconds)
             count = len(generators.get(f"{row}|default iflow", []))
             lines.append(f"| {row} | {count} | " + " | ".join(cells) + " |")
