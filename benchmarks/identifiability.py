@@ -237,7 +237,8 @@ def report(cache: dict) -> str:
             kept = max(entry["runs"], key=lambda r: r["val_log_likelihood"])["mcc"]
             table = np.array(entry["pairwise"])
             pairs = table[np.triu_indices(len(table), 1)]
-            lines.append(f"| {k} | {seed} | {', '.join(f'{m:.3f}' for m in mccs)} | {kept:.3f} | {pairs.mean():.3f} |")
+            note = f" ({entry['note']})" if "note" in entry else ""
+            lines.append(f"| {k} | {seed} | {', '.join(f'{m:.3f}' for m in mccs)} | {kept:.3f} | {pairs.mean():.3f}{note} |")
     generators = collect(cache, "generators")
     if generators:
         columns = [*MODELS, "x itself"]
