@@ -36,9 +36,9 @@ class ModelConfig:
 class TrainConfig:
     """How to train. Every model uses the same trainer."""
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 256
-    lr: float = 3e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     schedule: str = "cosine"
     val_fraction: float = 0.1
