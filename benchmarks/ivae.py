@@ -38,7 +38,7 @@ RESULTS, REPORT = HERE / "ivae_results.json", HERE / "ivae.md"
 
 VAE_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=3e-3)
 DISCRETE_TRAIN = TrainConfig(epochs=50, batch_size=200, lr=1e-2)  # the paper's discrete settings
-FLOW_TRAIN = TrainConfig(epochs=30)
+FLOW_TRAIN = TrainConfig(epochs=30, lr=1e-3, prior_fit="none")  # as measured (the defaults of the time)
 PARTS = {
     "noisy": (SyntheticConfig(noise=0.1), ["ivae", "vae", "betavae", "tcvae"]),
     "discrete": (  # the iVAE paper's protocol (its discrete.py): one linear map, centred sources, 20 x 3000

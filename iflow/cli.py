@@ -117,12 +117,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=positive_int, default=30, help="training epochs (default 30)")
+    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="Adam learning rate (default 1e-3)")
+    p.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate (default 1e-2)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--val-fraction", type=fraction, default=0.1, help="held-out fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument(
+        "--prior-fit", choices=["none", "init", "epoch"], default="epoch",
+        help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
+        "at the start and after every epoch)",
+    )  # fmt: skip
+    p.add_argument(
+        "--restarts", type=positive_int, default=1,
+        help="train K models (seeds S, S+1, ...) and keep the best by held-out log-likelihood (default 1)",
+    )  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -170,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--out", required=True, type=Path)
     add_runtime_options(sample)
     sample.set_defaults(handler=cmd_sample)
+
+    agree = commands.add_parser("consistency", help="MCC between the latents of independently trained runs")
+    agree.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="two or more run directories")
+    agree.add_argument("--data", required=True, type=Path, help=".npz to encode with every run")
+    agree.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_runtime_options(agree)
+    agree.set_defaults(handler=cmd_consistency)
 
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
@@ -273,6 +289,7 @@ def configs_from(args: argparse.Namespace):
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, threads=args.threads,
+        prior_fit=args.prior_fit,
     )  # fmt: skip
     train_config.validate()
     return model_config, train_config
@@ -282,19 +299,31 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
     """Train on ``data`` per the parsed options, save the run with figures, return its metrics
     (with ``metrics["test"]`` when a held-out ``test`` set is given).
 
-    The resume ``checkpoint`` (if any) is deleted once the run is saved.
+    The resume ``checkpoint`` (if any) is deleted once the run is saved; with
+    ``--restarts`` the candidates are short-lived and not checkpointed.
     """
-    from .figures import save_class_samples_figure, save_density_figure, save_sources_figure, save_training_figure
+    from .figures import (
+        save_class_samples_figure, save_density_figure, save_restarts_figure, save_sources_figure, save_training_figure,
+    )  # fmt: skip
     from .runs import encode_dataset, evaluate, save_run, train
+    from .selection import train_with_restarts
 
     model_config, train_config = configs_from(args)
-    run, result = train(data, model_config, train_config, checkpoint=checkpoint)
+    if args.restarts > 1:
+        run, result, restarts = train_with_restarts(data, model_config, train_config, args.restarts)
+    else:
+        (run, result), restarts = train(data, model_config, train_config, checkpoint=checkpoint), []
     metrics = evaluate(run, data)
     metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    if restarts:
+        metrics["restarts"] = [r.as_dict() for r in restarts]
+        metrics["seconds"] = sum(r.seconds for r in restarts)
     if test is not None:
         metrics["test"] = evaluate(run, test)
     save_run(run, out, result, metrics)
     save_training_figure(result.history, out / "figures" / "training.png")
+    if restarts and data.s is not None:
+        save_restarts_figure(metrics["restarts"], out / "figures" / "restarts.png")
     if data.dim == 2:
         save_density_figure(run, data, out / "figures" / "density.png")
     if data.image_shape is not None:
@@ -343,6 +372,10 @@ def cmd_train(args: argparse.Namespace) -> None:
         if args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()  # nothing was saved: leave nothing behind
         raise
+    for restart in metrics.get("restarts", []):
+        score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
+        kept = " (kept)" if restart["chosen"] else ""
+        print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
     print(f"{args.out}: train {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
     if test is not None:
         print(f"{args.out}: test {format_metrics(metrics['test'])}")
@@ -389,6 +422,28 @@ def cmd_sample(args: argparse.Namespace) -> None:
     save_npz(args.out, x=x, u=np.full(args.n, args.u, dtype=np.int64))
     kind = getattr(run.model, "sample_kind", "draws from p(x | u)")
     print(f"wrote {args.out}: x {x.shape} for u = {args.u} ({kind})")
+
+
+def cmd_consistency(args: argparse.Namespace) -> None:
+    from .consistency import consistency
+    from .datasets import load_data
+    from .errors import UserError
+    from .runs import load_run
+
+    if len(args.runs) < 2:
+        raise UserError("consistency needs at least two run directories")
+    setup_torch(args)
+    runs = [load_run(path, args.device) for path in args.runs]
+    report = consistency(runs, load_data(args.data, "test"))
+    if args.json:
+        print(json.dumps(report))
+        return
+    for name, row in zip(report["runs"], report["pairwise"]):
+        print(f"{name}: " + " ".join(f"{value:.3f}" for value in row))
+    line = f"agreement between runs: mean MCC {report['mean']:.4f}, min {report['min']:.4f}"
+    if report["true_mcc"] is not None:
+        line += "; MCC to the true sources: " + ", ".join(f"{value:.3f}" for value in report["true_mcc"])
+    print(line)
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -8,6 +8,7 @@ from .data import AuxSpec
 from .errors import UserError
 
 FORMAT_VERSION = 1
+PRIOR_FITS = ("none", "init", "epoch")
 
 
 @dataclass
@@ -45,14 +46,16 @@ class ModelConfig:
 class TrainConfig:
     """How to train. Every model uses the same trainer."""
 
-    epochs: int = 30
+    epochs: int = 20
     batch_size: int = 256
-    lr: float = 1e-3
+    lr: float = 1e-2
     weight_decay: float = 0.0
     schedule: str = "cosine"
     val_fraction: float = 0.1
     clip_grad: float = 10.0
     seed: int = 0
+    split_seed: int | None = None  # None: the training seed; restarts share one split
+    prior_fit: str = "epoch"  # closed-form M-step of a label prior: none, at init, or every epoch
     device: str = "cpu"
     threads: int = 1
 
@@ -66,6 +69,7 @@ class TrainConfig:
             (self.clip_grad > 0, f"--clip-grad must be > 0, got {self.clip_grad}"),
             (self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
             (self.schedule in ("cosine", "constant"), f"unknown --schedule {self.schedule!r}"),
+            (self.prior_fit in PRIOR_FITS, f"unknown --prior-fit {self.prior_fit!r}; choose from {PRIOR_FITS}"),
         ]
         for ok, message in checks:
             if not ok:

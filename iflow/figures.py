@@ -11,7 +11,7 @@ from matplotlib.figure import Figure
 
 from .data import Dataset
 from .metrics import mcc
-from .plotting import plot_recovered_sources, plot_training_curves
+from .plotting import plot_recovered_sources, plot_restarts, plot_training_curves
 from .runs import Run, atomic_write
 
 
@@ -70,5 +70,15 @@ def save_class_samples_figure(run: Run, path: Path, per_class: int = 10) -> None
     fig = Figure(figsize=(per_class * 0.6, samples.shape[0] * 0.6 + 0.4))
     title = "samples, one row per class" if run.model_config.model != "flow" else "samples (unconditional prior)"
     plot_image_grid(fig.subplots(), images.clip(0, None)).set_title(title)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def save_restarts_figure(restarts: list[dict], path: Path) -> None:
+    """Scatter of held-out log-likelihood vs MCC over restarts (needs MCC, i.e. known sources)."""
+    fig = Figure(figsize=(4.2, 3.4))
+    chosen = next(i for i, r in enumerate(restarts) if r["chosen"])
+    ax = plot_restarts(fig.subplots(), [r["val_log_likelihood"] for r in restarts], [r["mcc"] for r in restarts], chosen)
+    ax.set_title("restarts: selection by held-out likelihood", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

@@ -70,3 +70,14 @@ def plot_image_grid(ax: Axes, images: np.ndarray, vmax: float | None = None) -> 
     ax.set_xticks([])
     ax.set_yticks([])
     return ax
+
+
+def plot_restarts(ax: Axes, val_log_likelihood: list[float], mcc: list[float], chosen: int) -> Axes:
+    """Held-out log-likelihood vs MCC, one point per restart; the kept one ringed."""
+    ax.scatter(val_log_likelihood, mcc, s=25, label="restart")
+    ax.scatter([val_log_likelihood[chosen]], [mcc[chosen]], s=120, facecolors="none", edgecolors="red", label="kept")
+    ax.set_xlabel("held-out log-likelihood (nats, standardised x)")
+    ax.set_ylabel("MCC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return ax

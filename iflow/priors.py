@@ -24,6 +24,8 @@ LOG_2PI = math.log(2 * math.pi)
 # Smallest magnitude of a negative natural parameter: bounds the variance
 # (Gaussian) or scale (Laplace) from above, so log-normalizers stay finite.
 MIN_NEG_PARAM = 1e-4
+# Smallest variance a closed-form M-step may set (a segment whose latents collapse).
+MIN_VARIANCE = 1e-4
 
 
 def negative(raw: Tensor) -> Tensor:
@@ -75,6 +77,13 @@ class ExpFamily:
         """Elementwise log-density: (..., dim) -> (..., dim)."""
         return (self.stats(z) * eta).sum(-1) + self.log_base(z) - self.log_normalizer(eta)
 
+    def from_mean_stats(self, mean_stats: Tensor) -> Tensor:
+        """Maximum-likelihood eta given the sample mean of T(z): (..., dim, n_stats) -> same.
+
+        The exponential-family M-step: solves grad A(eta) = mean T(z) in closed form.
+        """
+        raise NotImplementedError
+
 
 class Gaussian(ExpFamily):
     """Mean and variance modulated: T(z) = (z, z^2), eta = (m / v, -1 / (2 v)).
@@ -98,6 +107,11 @@ class Gaussian(ExpFamily):
 
     def unconstrain(self, eta: Tensor) -> Tensor:
         return torch.stack([eta[..., 0], negative_inverse(eta[..., 1])], dim=-1)
+
+    def from_mean_stats(self, mean_stats: Tensor) -> Tensor:
+        mean = mean_stats[..., 0]
+        variance = (mean_stats[..., 1] - mean * mean).clamp_min(MIN_VARIANCE)
+        return torch.stack([mean / variance, -0.5 / variance], dim=-1)
 
     @staticmethod
     def mean_variance(eta: Tensor) -> tuple[Tensor, Tensor]:
@@ -128,6 +142,9 @@ class CenteredGaussian(ExpFamily):
     def unconstrain(self, eta: Tensor) -> Tensor:
         return negative_inverse(eta)
 
+    def from_mean_stats(self, mean_stats: Tensor) -> Tensor:
+        return -0.5 / mean_stats.clamp_min(MIN_VARIANCE)
+
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         std = (-0.5 / eta[..., 0]).sqrt()
         return std * torch.randn(std.shape, generator=generator, dtype=std.dtype, device=std.device)
@@ -150,6 +167,9 @@ class Laplace(ExpFamily):
 
     def unconstrain(self, eta: Tensor) -> Tensor:
         return negative_inverse(eta)
+
+    def from_mean_stats(self, mean_stats: Tensor) -> Tensor:
+        return -1.0 / mean_stats.clamp_min(MIN_VARIANCE**0.5)
 
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         scale = -1.0 / eta[..., 0]
@@ -262,6 +282,23 @@ class ConditionalExpFamilyPrior(nn.Module):
         last.copy_(raw.repeat(self.dim).expand_as(last))
         if not isinstance(self.net, LabelEmbedding):
             self.net[-1].weight.mul_(0.01)
+
+    @torch.no_grad()
+    def fit_labels(self, z: Tensor, u: Tensor) -> None:
+        """Closed-form M-step: set each label's natural parameters to their MLE given ``z``.
+
+        ``z: (n, dim)``, ``u: (n,)`` integer labels. Only for label priors (an embedding
+        table); labels absent from ``u`` keep their parameters.
+        """
+        if not isinstance(self.net, LabelEmbedding):
+            raise TypeError("fit_labels needs a prior on integer labels (an embedding table)")
+        stats = self.family.stats(z).reshape(z.shape[0], -1)
+        counts = torch.bincount(u, minlength=self.n_labels).to(z.dtype)
+        sums = stats.new_zeros(self.n_labels, stats.shape[1]).index_add_(0, u, stats)
+        seen = counts > 0
+        mean_stats = (sums[seen] / counts[seen, None]).view(-1, self.dim, self.family.n_stats)
+        raw = self.family.unconstrain(self.family.from_mean_stats(mean_stats))
+        self.net.table[seen] = raw.reshape(-1, self.net.table.shape[1]).to(self.net.table.dtype)
 
     def natural_params(self, u: Tensor) -> Tensor:
         """lambda(u): ``(batch, dim, n_stats)``, always valid for the family."""

@@ -94,6 +94,28 @@ class TrainResult:
     seconds: float = 0.0
 
 
+def refit_prior(model: nn.Module, x: Tensor, u: Tensor) -> bool:
+    """Closed-form M-step of a label prior at the current flow (False when the model has none).
+
+    Sets each segment's natural parameters to the maximum-likelihood values for the
+    current latents z = g(x): a data-dependent start, and exact ascent on the prior's block.
+    """
+    prior = getattr(model, "prior", None)
+    if getattr(prior, "n_labels", None) is None or u.dtype != torch.long:
+        return False
+    prior.fit_labels(encode(model, x, u), u)
+    return True
+
+
+def warm_start(model: nn.Module, x: Tensor, u: Tensor) -> None:
+    """Data-dependent start: one training-mode pass (actnorm inits), then the prior's M-step."""
+    every = max(1, x.shape[0] // EVAL_BATCH)  # a strided subset spans all segments
+    model.train()
+    with torch.no_grad():
+        model.log_prob(x[::every], u[::every])
+    refit_prior(model, x, u)
+
+
 def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps: int):
     if config.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps, eta_min=config.lr * 0.01)
@@ -114,7 +136,8 @@ def scale_learning_rate(optimizer: torch.optim.Optimizer, schedule, factor: floa
 
 def split_for_training(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """The seeded (train, validation) rows; :class:`UserError` when they cannot fill a batch."""
-    train_idx, val_idx = split_indices(len(data), config.val_fraction, config.seed)
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_idx, val_idx = split_indices(len(data), config.val_fraction, split_seed)
     if len(train_idx) < config.batch_size:
         raise UserError(
             f"{data.source}: {len(train_idx)} training rows is fewer than one batch ({config.batch_size}); "
@@ -268,6 +291,10 @@ def fit(
     width = data.dequantize  # discrete data: fresh noise per batch, one fixed draw for validation
     if np.any(width):
         x_val = dequantize(x_val, width, torch.Generator().manual_seed(config.seed + 1))
+    # the prior's closed-form fit sees continuous x: discrete data get one fixed dequantisation draw
+    x_fit = dequantize(x_train, width, torch.Generator().manual_seed(config.seed + 2)) if np.any(width) else x_train
+    if config.prior_fit in ("init", "epoch"):
+        warm_start(model, x_fit, u_train)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = len(train_idx) // config.batch_size
     schedule = make_schedule(optimizer, config, config.epochs * steps_per_epoch)
@@ -339,6 +366,8 @@ def fit(
                             raise TrainingInterrupted(f"checkpoint saved to {checkpoint.path}; continue with --resume")
                 if trainer.progress is not p or p.step < steps_per_epoch:
                     continue  # rolled back
+                if config.prior_fit == "epoch":
+                    refit_prior(model, x_fit, u_train)
                 record = {
                     "epoch": p.epoch + 1,
                     "train_loss": p.total / steps_per_epoch,

@@ -132,7 +132,7 @@ def test_resume_refuses_other_options_or_data(tmp_path: Path) -> None:
     fit(tiny_model(), tiny_data(), config, progress=False, checkpoint=Checkpointing(path, every=0))
     assert path.exists()
     with pytest.raises(UserError, match="options differ.*lr"):
-        fit(tiny_model(), tiny_data(), TrainConfig(epochs=2, batch_size=50, lr=0.01), progress=False,
+        fit(tiny_model(), tiny_data(), TrainConfig(epochs=2, batch_size=50, lr=0.05), progress=False,
             checkpoint=Checkpointing(path, resume=True))  # fmt: skip
     with pytest.raises(UserError, match="different data"):
         fit(tiny_model(), tiny_data(seed=1), config, progress=False, checkpoint=Checkpointing(path, resume=True))

@@ -142,3 +142,39 @@ def test_standard_normal_prior_matches_scipy_and_follows_dtype():
     np.testing.assert_allclose(prior.log_prob(z).numpy(), stats.norm.logpdf(z.numpy()).sum(1), rtol=1e-12)
     assert prior.sample(torch.zeros(4, dtype=torch.long)).dtype == torch.float64
     assert prior.natural_params(torch.zeros(2)).dtype == torch.float64
+
+
+SCIPY_MLE = {
+    # family: (draw, scipy MLE -> (loc, scale), natural parameters from (loc, scale))
+    "gauss": (lambda rng: rng.normal(1.5, 2.0, 5000), lambda z: stats.norm.fit(z), lambda m, s: [m / s**2, -0.5 / s**2]),
+    "gauss-var": (lambda rng: rng.normal(0.0, 0.7, 5000), lambda z: stats.norm.fit(z, floc=0), lambda m, s: [-0.5 / s**2]),
+    "laplace": (lambda rng: rng.laplace(0.0, 1.3, 5000), lambda z: stats.laplace.fit(z, floc=0), lambda m, s: [-1.0 / s]),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_fit_labels_is_the_maximum_likelihood_estimate(family):
+    """The closed-form M-step equals scipy's MLE, label by label, and no gradient step improves it."""
+    rng = np.random.default_rng(0)
+    draw, scipy_fit, to_eta = SCIPY_MLE[family]
+    samples = [draw(rng) * (1 + label) for label in range(3)]  # a different scale per label
+    z = torch.tensor(np.concatenate(samples), dtype=torch.float64).unsqueeze(1).repeat(1, 2)
+    u = torch.repeat_interleave(torch.arange(3), 5000)
+    prior = ConditionalExpFamilyPrior(2, family, n_labels=4).double()
+    untouched = prior.net.table[3].clone()
+    prior.fit_labels(z, u)
+    eta = prior.natural_params(torch.arange(3))
+    for label, sample in enumerate(samples):
+        expected = to_eta(*scipy_fit(sample))
+        np.testing.assert_allclose(eta[label, 0].detach().numpy(), expected, rtol=1e-6)
+        np.testing.assert_allclose(eta[label, 1].detach().numpy(), expected, rtol=1e-6)
+    assert torch.equal(prior.net.table[3], untouched)  # a label with no data keeps its parameters
+    loss = -prior.log_prob(z, u).mean()
+    loss.backward()
+    assert prior.net.table.grad.abs().max() < 1e-8
+
+
+def test_fit_labels_needs_labels():
+    prior = ConditionalExpFamilyPrior(2, "gauss", aux_dim=3)
+    with pytest.raises(TypeError, match="integer labels"):
+        prior.fit_labels(torch.randn(4, 2), torch.zeros(4, dtype=torch.long))
