@@ -10,6 +10,8 @@ import json
 import math
 import sys
 from pathlib import Path
+
+from .config import TrainConfig  # dataclasses and numpy only: keeps --help instant (no torch)
 from typing import NoReturn
 
 DEFAULT_THREADS = 1
@@ -117,14 +119,15 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--epochs", type=positive_int, default=20, help="training epochs (default 20)")
-    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--lr", type=positive_float, default=1e-2, help="Adam learning rate (default 1e-2)")
+    defaults = TrainConfig()  # one source of truth for the defaults: the dataclass
+    p.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="training epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="batch size (default %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate (default %(default)s)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--val-fraction", type=fraction, default=0.1, help="held-out fraction (default 0.1)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument(
-        "--prior-fit", choices=["none", "init", "epoch"], default="epoch",
+        "--prior-fit", choices=["none", "init", "epoch"], default=defaults.prior_fit,
         help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
         "at the start and after every epoch)",
     )  # fmt: skip

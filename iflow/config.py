@@ -46,8 +46,8 @@ class ModelConfig:
 class TrainConfig:
     """How to train. Every model uses the same trainer."""
 
-    epochs: int = 20
-    batch_size: int = 256
+    epochs: int = 24
+    batch_size: int = 512
     lr: float = 1e-2
     weight_decay: float = 0.0
     schedule: str = "cosine"

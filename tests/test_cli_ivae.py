@@ -92,13 +92,13 @@ def test_bernoulli_ivae_on_discrete_data(tmp_path):
 
 
 def test_bernoulli_model_rejects_continuous_data(noisy_data, tmp_path, capsys):
-    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--obs", "bernoulli", "--epochs", "1",
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--obs", "bernoulli", "--epochs", "1", "--batch-size", "64",
             "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 2
     assert f"iflow: error: {noisy_data}: --obs bernoulli needs x in {{0, 1}}" in capsys.readouterr().err
 
 
 def test_flow_rejects_latent_dim(noisy_data, tmp_path, capsys):
-    argv = ["train", "--data", str(noisy_data), "--model", "iflow", "--latent-dim", "2", "--out", str(tmp_path / "run")]
+    argv = ["train", "--data", str(noisy_data), "--model", "iflow", "--latent-dim", "2", "--batch-size", "64", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     assert "--latent-dim is for the VAE family" in capsys.readouterr().err
