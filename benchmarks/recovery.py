@@ -96,13 +96,13 @@ def report() -> str:
     if others:
         lines += ["", "## Other generators (`iflow data synthetic` with the option named), default `iflow train`", "",
                   "| generator | model | seeds | MCC per seed | x itself | gap (nats) | CPU s / model |", "|---|---|---|---|---|---|---|"]
-        for gen in GENERATORS:
+        for gen, options in GENERATORS.items():
             for model in ("iflow", "flow"):
                 keys = [k for k in others if k.startswith(f"{gen}/{model}/")]
                 if keys:
                     rows = [cache[k] for k in keys]
                     lines.append(
-                        f"| {gen} {GENERATORS[gen] or ''} | {model} | {', '.join(k.split('/')[2] for k in keys)} "
+                        f"| {gen} {options or ''} | {model} | {', '.join(k.split('/')[2] for k in keys)} "
                         f"| {', '.join(format(r['mcc'], '.3f') for r in rows)} | {np.mean([r['x_mcc'] for r in rows]):.3f} "
                         f"| {np.mean([r['gap'] for r in rows]):.2f} | {np.mean([r['cpu_seconds'] for r in rows]):.0f} |"
                     )

@@ -108,7 +108,7 @@ def main() -> None:
     median = {n: {k: sorted(v)[len(v) // 2] for k, v in r.items()} for n, r in rates.items()}
     ref = median["reference (pure torch RealNVP)"]
     print(f"dim {args.dim}, batch {args.batch}, depth {args.depth}, hidden {args.hidden}, {args.threads} thread(s); medians of {args.rounds} rounds")
-    print(f"| model | parameters | train samples/s | ratio to reference | sample samples/s | ratio to reference |")
+    print("| model | parameters | train samples/s | ratio to reference | sample samples/s | ratio to reference |")
     print("|---|---:|---:|---:|---:|---:|")
     for name, model in models.items():
         params = sum(p.numel() for p in model.parameters())

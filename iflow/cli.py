@@ -10,9 +10,9 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from .config import TrainConfig  # dataclasses and numpy only: keeps --help instant (no torch)
-from typing import NoReturn
 
 DEFAULT_THREADS = 1
 DATA_HELP = (
@@ -306,7 +306,11 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
     ``--restarts`` the candidates are short-lived and not checkpointed.
     """
     from .figures import (
-        save_class_samples_figure, save_density_figure, save_restarts_figure, save_sources_figure, save_training_figure,
+        save_class_samples_figure,
+        save_density_figure,
+        save_restarts_figure,
+        save_sources_figure,
+        save_training_figure,
     )  # fmt: skip
     from .runs import encode_dataset, evaluate, save_run, train
     from .selection import train_with_restarts

@@ -272,5 +272,5 @@ def check_aux(u: np.ndarray, spec: AuxSpec, name: str) -> None:
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split into (train, validation) row indices."""
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(n * val_fraction))
+    n_val = round(n * val_fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])

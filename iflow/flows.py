@@ -28,8 +28,8 @@ from nflows.transforms import (
     Transform,
 )
 from nflows.transforms import AffineCouplingTransform as _NflowsAffineCoupling
-from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from nflows.transforms import LULinear as _NflowsLULinear
+from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from torch import Tensor, nn
 
 

@@ -168,7 +168,7 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
         raise UserError(f"{directory}: written by a newer iflow (format {config['format_version']} > {FORMAT_VERSION}); upgrade iflow")
     try:
         checkpoint = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt files
+    except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt files
         raise UserError(f"{directory / WEIGHTS_FILE}: unreadable weights ({type(exc).__name__})") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise UserError(f"{directory / WEIGHTS_FILE}: not an iflow checkpoint")

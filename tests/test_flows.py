@@ -4,7 +4,15 @@ import pytest
 import torch
 from nflows.transforms import ActNorm
 
-from iflow.flows import FLOWS, AffineCoupling, ElementwiseSpline, LULinear, alternating_mask, build_flow, residual_net_factory
+from iflow.flows import (
+    FLOWS,
+    AffineCoupling,
+    ElementwiseSpline,
+    LULinear,
+    alternating_mask,
+    build_flow,
+    residual_net_factory,
+)
 
 DIM = 5
 

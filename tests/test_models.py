@@ -1,9 +1,8 @@
 import numpy as np
 import torch
-
-from iflow.data import make_dataset
 from nflows.transforms import CompositeTransform
 
+from iflow.data import make_dataset
 from iflow.flows import LULinear, build_flow
 from iflow.metrics import mcc
 from iflow.models import IdentifiableFlow

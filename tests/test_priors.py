@@ -47,7 +47,7 @@ def test_density_integrates_to_one(family):
     for eta in EXAMPLE_ETAS[family]:
         eta_t = torch.tensor([eta], dtype=torch.float64)
 
-        def density(z: float) -> float:
+        def density(z: float, eta_t: torch.Tensor = eta_t) -> float:
             return float(torch.exp(fam.log_prob(torch.tensor([z], dtype=torch.float64), eta_t)))
 
         total, _ = integrate.quad(density, -np.inf, np.inf, limit=200)
