@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from .data import AuxSpec
-from .priors import LOG_2PI, Gaussian, mlp
+from .priors import LOG_2PI, Gaussian, mlp, repeat_condition
 
 LOG_VAR_RANGE = (-12.0, 8.0)  # keeps exp(log_var) finite early in training
 INITIAL_LOG_VAR = -6.0  # posteriors start narrow, so early decoders see informative z (less collapse)
@@ -198,6 +198,7 @@ class VAE(nn.Module):
         return self.observation.mean(self.decoder(z))
 
     @torch.no_grad()
-    def sample(self, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """Decoder means at prior draws, one per row of u: ``(batch, d)`` (see ``sample_kind``)."""
-        return self.decode(self.prior.sample(u, generator))
+    def sample(self, n: int, u: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Decoder means at ``n`` prior draws given ``u`` (one condition or ``n``): ``(n, d)``."""
+        device = next(self.parameters()).device
+        return self.decode(self.prior.sample(repeat_condition(n, u, device), generator))

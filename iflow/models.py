@@ -14,6 +14,8 @@ import torch
 from nflows.transforms import CompositeTransform
 from torch import Tensor, nn
 
+from .priors import repeat_condition
+
 
 class IdentifiableFlow(nn.Module):
     """``x: (batch, dim)``, ``u: (batch,)`` labels or ``(batch, aux_dim)`` floats."""
@@ -47,6 +49,7 @@ class IdentifiableFlow(nn.Module):
         return self.flow.inverse(z)[0]
 
     @torch.no_grad()
-    def sample(self, u: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """One x per row of u: ``(batch, dim)``."""
-        return self.decode(self.prior.sample(u, generator))
+    def sample(self, n: int, u: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws of x from p(x | u): ``(n, dim)``; ``u`` is one condition or ``n`` of them."""
+        device = next(self.parameters()).device
+        return self.decode(self.prior.sample(repeat_condition(n, u, device), generator))

@@ -188,6 +188,21 @@ def get_family(name: str) -> ExpFamily:
         raise ValueError(f"unknown prior family {name!r}; choose from {sorted(FAMILIES)}") from None
 
 
+def repeat_condition(n: int, u: Tensor | int, device: torch.device | None = None) -> Tensor:
+    """The auxiliary input for ``n`` draws.
+
+    One label (an int or 0-d tensor) or one float vector ``(aux_dim,)`` is repeated
+    ``n`` times; a batch (``(n,)`` integer labels or ``(n, aux_dim)`` floats) is kept.
+    """
+    u = torch.as_tensor(u, device=device)
+    single = u.dim() == 0 or (u.dim() == 1 and u.is_floating_point())
+    if single:
+        return u.expand(n, *u.shape)
+    if u.shape[0] != n:
+        raise ValueError(f"u has {u.shape[0]} rows for {n} draws")
+    return u
+
+
 class LabelEmbedding(nn.Module):
     """Integer labels -> unconstrained parameters, one row per label.
 

@@ -202,6 +202,5 @@ def sample(run: Run, label: int, n: int, seed: int = 0) -> np.ndarray:
     if not 0 <= label < aux.n_labels:
         raise UserError(f"--u {label}: unknown label (the model knows 0..{aux.n_labels - 1})")
     generator = torch.Generator(device=run.device).manual_seed(seed)
-    u = torch.full((n,), label, dtype=torch.long, device=run.device)
-    x = run.model.sample(u, generator=generator).cpu().numpy()
+    x = run.model.sample(n, label, generator=generator).cpu().numpy()
     return run.standardizer.inverse(x)

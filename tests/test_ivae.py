@@ -207,7 +207,7 @@ def test_models_build_train_and_score(name):
     model.eval()
     assert model.log_prob(x, u).shape == (32,)
     assert model.encode(x, u).shape == (32, 3)
-    assert model.sample(u[:5]).shape == (5, 6)
+    assert model.sample(5, u[:5]).shape == (5, 6)
     assert model.exact_likelihood is False
 
 

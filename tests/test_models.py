@@ -37,8 +37,9 @@ def test_decode_inverts_encode_and_sample_follows_the_label():
         model.prior.net.table[2, 0] = 40.0  # eta1 of z_0 in segment 2
     mean, variance = Gaussian.mean_variance(model.prior.natural_params(torch.tensor([2])))
     gen = torch.Generator().manual_seed(0)
-    z = model.encode(model.sample(torch.full((2000,), 2), generator=gen))
+    z = model.encode(model.sample(2000, 2, generator=gen))
     assert mean[0, 0] > 10
+    assert model.sample(3, torch.tensor([0, 1, 2])).shape == (3, 3)  # or one condition per draw
     torch.testing.assert_close(z.mean(0), mean[0], atol=0.1, rtol=0)
     torch.testing.assert_close(z.var(0), variance[0], atol=0, rtol=0.1)
 

@@ -178,3 +178,13 @@ def test_fit_labels_needs_labels():
     prior = ConditionalExpFamilyPrior(2, "gauss", aux_dim=3)
     with pytest.raises(TypeError, match="integer labels"):
         prior.fit_labels(torch.randn(4, 2), torch.zeros(4, dtype=torch.long))
+
+
+def test_repeat_condition_broadcasts_one_condition_and_keeps_a_batch():
+    from iflow.priors import repeat_condition
+
+    assert repeat_condition(4, 3).tolist() == [3, 3, 3, 3]
+    assert repeat_condition(2, torch.tensor([0.5, 1.0])).tolist() == [[0.5, 1.0], [0.5, 1.0]]
+    assert repeat_condition(3, torch.tensor([2, 0, 1])).tolist() == [2, 0, 1]
+    with pytest.raises(ValueError, match="2 rows for 3 draws"):
+        repeat_condition(3, torch.tensor([1, 2]))
