@@ -94,16 +94,17 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def refit_prior(model: nn.Module, x: Tensor, u: Tensor) -> bool:
+def refit_prior(model: nn.Module, x: Tensor, u: Tensor, z: Tensor | None = None) -> bool:
     """Closed-form M-step of a label prior at the current flow (False when the model has none).
 
     Sets each segment's natural parameters to the maximum-likelihood values for the
-    current latents z = g(x): a data-dependent start, and exact ascent on the prior's block.
+    current latents z = g(x) (pass ``z`` when already computed): a data-dependent
+    start, and exact ascent on the prior's block.
     """
     prior = getattr(model, "prior", None)
     if getattr(prior, "n_labels", None) is None or u.dtype != torch.long:
         return False
-    prior.fit_labels(encode(model, x, u), u)
+    prior.fit_labels(encode(model, x, u) if z is None else z, u)
     return True
 
 
@@ -366,8 +367,12 @@ def fit(
                             raise TrainingInterrupted(f"checkpoint saved to {checkpoint.path}; continue with --resume")
                 if trainer.progress is not p or p.step < steps_per_epoch:
                     continue  # rolled back
+                # one pass over all rows serves MCC and, on continuous data, the prior fit (the fit
+                # changes only the prior, not the latents)
+                latents = encode(model, x, u) if data.s is not None else None
                 if config.prior_fit == "epoch":
-                    refit_prior(model, x_fit, u_train)
+                    shared = latents is not None and x_fit is x_train
+                    refit_prior(model, x_fit, u_train, z=latents[train_idx] if shared else None)
                 record = {
                     "epoch": p.epoch + 1,
                     "train_loss": p.total / steps_per_epoch,
@@ -378,8 +383,8 @@ def fit(
                 if not math.isfinite(record["val_log_likelihood"]):
                     good = recover(f"the validation of epoch {p.epoch + 1}")
                     continue
-                if data.s is not None:
-                    record["mcc"] = mcc(encode(model, x, u).cpu().numpy(), data.s).mcc
+                if latents is not None:
+                    record["mcc"] = mcc(latents.cpu().numpy(), data.s).mcc
                 result = p.result
                 result.history.append(record)
                 if record["val_log_likelihood"] > result.best_val_log_likelihood:
