@@ -189,6 +189,14 @@ class VAE(nn.Module):
         """Importance-weighted lower bound on log p(x | u) with K = ``iw_samples``: ``(batch,)``."""
         return torch.logsumexp(self.log_weights(x, u, self.iw_samples), dim=0) - math.log(self.iw_samples)
 
+    def expected_prior_stats(self, x: Tensor, u: Tensor) -> Tensor:
+        """E_q[T(z)] under q(z | x, u) for the prior's family: ``(batch, n, n_stats)``.
+
+        Their per-label means give the prior that maximises the ELBO (the M-step,
+        :meth:`~iflow.priors.ConditionalExpFamilyPrior.fit_label_stats`).
+        """
+        return self.prior.family.gaussian_expected_stats(*self.encoder(x, u))
+
     def encode(self, x: Tensor, u: Tensor) -> Tensor:
         """Posterior mean E_q[z | x, u]: ``(batch, n)``."""
         return self.encoder(x, u)[0]

@@ -84,6 +84,13 @@ class ExpFamily:
         """
         raise NotImplementedError
 
+    def gaussian_expected_stats(self, mean: Tensor, var: Tensor) -> Tensor:
+        """E[T(z)] for z ~ N(mean, var) elementwise: (..., dim) -> (..., dim, n_stats).
+
+        What a VAE's posterior q(z | x, u) contributes to the prior's M-step.
+        """
+        raise NotImplementedError
+
 
 class Gaussian(ExpFamily):
     """Mean and variance modulated: T(z) = (z, z^2), eta = (m / v, -1 / (2 v)).
@@ -112,6 +119,9 @@ class Gaussian(ExpFamily):
         mean = mean_stats[..., 0]
         variance = (mean_stats[..., 1] - mean * mean).clamp_min(MIN_VARIANCE)
         return torch.stack([mean / variance, -0.5 / variance], dim=-1)
+
+    def gaussian_expected_stats(self, mean: Tensor, var: Tensor) -> Tensor:
+        return torch.stack([mean, mean * mean + var], dim=-1)
 
     @staticmethod
     def mean_variance(eta: Tensor) -> tuple[Tensor, Tensor]:
@@ -145,6 +155,9 @@ class CenteredGaussian(ExpFamily):
     def from_mean_stats(self, mean_stats: Tensor) -> Tensor:
         return -0.5 / mean_stats.clamp_min(MIN_VARIANCE)
 
+    def gaussian_expected_stats(self, mean: Tensor, var: Tensor) -> Tensor:
+        return (mean * mean + var).unsqueeze(-1)
+
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         std = (-0.5 / eta[..., 0]).sqrt()
         return std * torch.randn(std.shape, generator=generator, dtype=std.dtype, device=std.device)
@@ -170,6 +183,14 @@ class Laplace(ExpFamily):
 
     def from_mean_stats(self, mean_stats: Tensor) -> Tensor:
         return -1.0 / mean_stats.clamp_min(MIN_VARIANCE**0.5)
+
+    def gaussian_expected_stats(self, mean: Tensor, var: Tensor) -> Tensor:
+        """E|z| for z ~ N(m, v): the folded normal's mean, s sqrt(2 / pi) exp(-m^2 / 2v) + m erf(m / s sqrt 2)."""
+        std = var.sqrt()
+        folded = std * math.sqrt(2 / math.pi) * torch.exp(-0.5 * mean * mean / var) + mean * torch.erf(
+            mean / (std * math.sqrt(2))
+        )
+        return folded.unsqueeze(-1)
 
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         scale = -1.0 / eta[..., 0]
@@ -305,10 +326,20 @@ class ConditionalExpFamilyPrior(nn.Module):
         ``z: (n, dim)``, ``u: (n,)`` integer labels. Only for label priors (an embedding
         table); labels absent from ``u`` keep their parameters.
         """
+        self.fit_label_stats(self.family.stats(z), u)
+
+    @torch.no_grad()
+    def fit_label_stats(self, stats: Tensor, u: Tensor) -> None:
+        """The M-step from per-sample (expected) sufficient statistics ``stats: (n, dim, n_stats)``.
+
+        Sets each label's eta so that grad A(eta) = the label's mean of ``stats``: the
+        maximiser over the prior of sum_i E[log p(z_i | u_i)] when ``stats`` are E[T(z_i)]
+        (for a VAE, under q(z | x_i, u_i): the ELBO's exact M-step).
+        """
         if not isinstance(self.net, LabelEmbedding):
             raise TypeError("fit_labels needs a prior on integer labels (an embedding table)")
-        stats = self.family.stats(z).reshape(z.shape[0], -1)
-        counts = torch.bincount(u, minlength=self.n_labels).to(z.dtype)
+        stats = stats.reshape(stats.shape[0], -1)
+        counts = torch.bincount(u, minlength=self.n_labels).to(stats.dtype)
         sums = stats.new_zeros(self.n_labels, stats.shape[1]).index_add_(0, u, stats)
         seen = counts > 0
         mean_stats = (sums[seen] / counts[seen, None]).view(-1, self.dim, self.family.n_stats)

@@ -95,16 +95,21 @@ class TrainResult:
 
 
 def refit_prior(model: nn.Module, x: Tensor, u: Tensor, z: Tensor | None = None) -> bool:
-    """Closed-form M-step of a label prior at the current flow (False when the model has none).
+    """Closed-form M-step of a label prior at the current model (False when the model has none).
 
     Sets each segment's natural parameters to the maximum-likelihood values for the
-    current latents z = g(x) (pass ``z`` when already computed): a data-dependent
-    start, and exact ascent on the prior's block.
+    current latents z = g(x) of a flow (pass ``z`` when already computed), or, for a VAE,
+    to the maximisers of the ELBO given the posterior's expected statistics E_q[T(z)]
+    (``z`` is then not used): a data-dependent start, and exact ascent on the prior's block.
     """
     prior = getattr(model, "prior", None)
     if getattr(prior, "n_labels", None) is None or u.dtype != torch.long:
         return False
-    prior.fit_labels(encode(model, x, u) if z is None else z, u)
+    if hasattr(model, "expected_prior_stats"):  # a VAE: E_q[T(z)] under its posterior, not z itself
+        model.eval()
+        prior.fit_label_stats(batched(model.expected_prior_stats, x, u), u)
+    else:
+        prior.fit_labels(encode(model, x, u) if z is None else z, u)
     return True
 
 

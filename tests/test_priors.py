@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -172,6 +174,29 @@ def test_fit_labels_is_the_maximum_likelihood_estimate(family):
     loss = -prior.log_prob(z, u).mean()
     loss.backward()
     assert prior.net.table.grad.abs().max() < 1e-8
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_gaussian_expected_stats_match_monte_carlo(family):
+    """E[T(z)] for z ~ N(m, v), what a VAE's posterior gives the M-step, against sampling."""
+    fam = FAMILIES[family]
+    mean = torch.tensor([[-1.5, 0.0, 0.4]], dtype=torch.float64)
+    var = torch.tensor([[0.3, 2.0, 0.05]], dtype=torch.float64)
+    z = mean + var.sqrt() * torch.randn(400_000, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    stats_z = fam.stats(z)
+    mc, se = stats_z.mean(0), stats_z.std(0) / math.sqrt(len(z))
+    expected = fam.gaussian_expected_stats(mean, var)[0]
+    assert expected.shape == mc.shape
+    assert torch.all((expected - mc).abs() < 4 * se), (expected, mc)
+
+
+def test_fit_label_stats_with_point_statistics_is_fit_labels():
+    z, u = torch.randn(60, 2, dtype=torch.float64), torch.arange(60) % 3
+    a = ConditionalExpFamilyPrior(2, "gauss", n_labels=3).double()
+    b = ConditionalExpFamilyPrior(2, "gauss", n_labels=3).double()
+    a.fit_labels(z, u)
+    b.fit_label_stats(b.family.stats(z), u)
+    torch.testing.assert_close(a.net.table, b.net.table)
 
 
 def test_fit_labels_needs_labels():
