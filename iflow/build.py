@@ -59,6 +59,7 @@ def vae_family(config: ModelConfig) -> nn.Module:
         tc=config.model == "tcvae",
         anneal_steps=config.anneal_steps,
         iw_samples=config.iw_samples,
+        train_samples=config.train_samples,
     )
 
 
@@ -70,8 +71,20 @@ def check_model_options(config: ModelConfig) -> None:
         (config.beta is None or config.beta > 0, f"--beta must be > 0, got {config.beta}"),
         (config.anneal_steps >= 0, f"--anneal-steps must be >= 0, got {config.anneal_steps}"),
         (config.iw_samples >= 1, f"--iw-samples must be >= 1, got {config.iw_samples}"),
+        (config.train_samples >= 1, f"--train-samples must be >= 1, got {config.train_samples}"),
         (config.latent_dim >= 0, f"--latent-dim must be >= 1, got {config.latent_dim}"),
     ]
+    if config.train_samples > 1:
+        beta = VAE_BETA.get(config.model, 1.0) if config.beta is None else config.beta
+        plain_elbo = config.model != "tcvae" and beta == 1.0 and config.anneal_steps == 0
+        weights = (
+            f"--train-samples {config.train_samples} trains the importance-weighted bound, which has no beta, "
+            "total-correlation or annealing weight; use --model ivae or vae with --beta 1 and --anneal-steps 0"
+        )
+        checks += [
+            (config.model in VAE_BETA, "--train-samples is for the VAE family; flows train on the exact likelihood"),
+            (plain_elbo, weights),
+        ]
     if config.model not in VAE_BETA:
         checks += [
             (config.latent_dim in (0, config.dim), "--latent-dim is for the VAE family; flows have d latents"),

@@ -116,6 +116,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--anneal-steps", type=nonnegative_int, default=0, help="KL weight rises 0 -> 1 over N steps (default 0)")
     vae.add_argument("--iw-samples", type=positive_int, default=100,
                      help="K of the importance-weighted log-likelihood bound (default 100)")
+    vae.add_argument("--train-samples", type=positive_int, default=1,
+                     help="K of the training objective: 1 the ELBO (default), K > 1 the importance-weighted bound "
+                     "(IWAE; needs beta 1 and no annealing)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -288,6 +291,7 @@ def configs_from(args: argparse.Namespace):
         hidden=args.hidden, bins=args.bins, tail_bound=args.tail_bound,
         latent_dim=args.latent_dim, obs=args.obs, noise_var=args.noise_var, learn_noise=args.learn_noise,
         beta=args.beta, anneal_steps=args.anneal_steps, iw_samples=args.iw_samples,
+        train_samples=args.train_samples,
     )  # fmt: skip
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,

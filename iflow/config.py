@@ -34,6 +34,7 @@ class ModelConfig:
     beta: float | None = None  # KL weight (TC weight for tcvae); None: the model's default
     anneal_steps: int = 0  # KL weight rises from 0 to 1 over this many steps
     iw_samples: int = 100  # K of the importance-weighted log-likelihood bound
+    train_samples: int = 1  # K of the training objective: 1 the ELBO, K > 1 the importance-weighted bound
 
     def flow_options(self) -> dict:
         options = {"hidden": self.hidden, "bins": self.bins, "tail_bound": self.tail_bound}

@@ -107,6 +107,10 @@ class VAE(nn.Module):
         anneal_steps: the KL weight rises linearly from 0 to 1 over this many
             training steps (0: no annealing); counted in the ``step`` buffer.
         iw_samples: K of the importance-weighted bound in :meth:`log_prob`.
+        train_samples: K of the training objective: 1 for the (beta-weighted, annealed)
+            ELBO, K > 1 for the importance-weighted bound (IWAE, Burda et al. 2016), which
+            is tighter, so it penalises posteriors that are not Gaussian less; it has no
+            beta, TC or annealing weights.
     """
 
     exact_likelihood = False
@@ -123,6 +127,7 @@ class VAE(nn.Module):
         tc: bool = False,
         anneal_steps: int = 0,
         iw_samples: int = 100,
+        train_samples: int = 1,
     ):
         super().__init__()
         self.encoder = encoder
@@ -133,6 +138,9 @@ class VAE(nn.Module):
         self.tc = tc
         self.anneal_steps = anneal_steps
         self.iw_samples = iw_samples
+        self.train_samples = train_samples
+        if train_samples > 1 and (beta != 1.0 or tc or anneal_steps > 0):
+            raise ValueError("the importance-weighted objective (train_samples > 1) needs beta 1, no TC and no annealing")
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @property
@@ -161,7 +169,10 @@ class VAE(nn.Module):
         return min(1.0, float(self.step) / self.anneal_steps)
 
     def loss(self, x: Tensor, u: Tensor) -> Tensor:
-        """Mean negative (beta-weighted, annealed) ELBO of a batch."""
+        """Mean negative training objective of a batch: the (beta-weighted, annealed) ELBO, or
+        the importance-weighted bound with K = ``train_samples`` when that is above 1."""
+        if self.train_samples > 1:
+            return -self.iw_bound(x, u, self.train_samples).mean()
         mean, var = self.encoder(x, u)
         z = mean + var.sqrt() * torch.randn_like(mean)
         reconstruction = self.observation.log_prob(x, self.decoder(z))
@@ -185,9 +196,13 @@ class VAE(nn.Module):
             out.append(self.observation.log_prob(x, self.decoder(z)) + prior.log_prob(z) - log_q)
         return torch.cat(out)
 
+    def iw_bound(self, x: Tensor, u: Tensor, samples: int) -> Tensor:
+        """Importance-weighted lower bound on log p(x | u) with K = ``samples``: ``(batch,)``."""
+        return torch.logsumexp(self.log_weights(x, u, samples), dim=0) - math.log(samples)
+
     def log_prob(self, x: Tensor, u: Tensor) -> Tensor:
         """Importance-weighted lower bound on log p(x | u) with K = ``iw_samples``: ``(batch,)``."""
-        return torch.logsumexp(self.log_weights(x, u, self.iw_samples), dim=0) - math.log(self.iw_samples)
+        return self.iw_bound(x, u, self.iw_samples)
 
     def expected_prior_stats(self, x: Tensor, u: Tensor) -> Tensor:
         """E_q[T(z)] under q(z | x, u) for the prior's family: ``(batch, n, n_stats)``.

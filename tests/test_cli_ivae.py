@@ -102,3 +102,16 @@ def test_flow_rejects_latent_dim(noisy_data, tmp_path, capsys):
     argv = ["train", "--data", str(noisy_data), "--model", "iflow", "--latent-dim", "2", "--batch-size", "64", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     assert "--latent-dim is for the VAE family" in capsys.readouterr().err
+
+
+def test_train_samples_reach_the_run_and_refuse_beta(noisy_data, tmp_path, capsys):
+    out = tmp_path / "iwae"
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--epochs", "1", "--batch-size", "64",
+            "--hidden", "16", "--depth", "1", "--iw-samples", "4", "--train-samples", "3", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["train_samples"] == 3
+    assert load_run(out).model.train_samples == 3
+    capsys.readouterr()
+    bad = argv[:-1] + [str(tmp_path / "bad"), "--model", "betavae"]
+    assert main(bad) == 2
+    assert "iflow: error: --train-samples 3 trains the importance-weighted bound" in capsys.readouterr().err

@@ -139,6 +139,33 @@ def test_elbo_below_importance_weighted_bound_below_exact():
     assert exact - iw1000 < 0.1 * (exact - elbo)  # K = 1000 closes most of the gap
 
 
+def test_importance_weighted_objective_is_the_bound_and_k1_is_the_elbo():
+    """train_samples = K trains -IW_K, which lies between -log p(x | u) and the negative ELBO."""
+    model, x, u, exact = linear_gaussian(exact_posterior=False)
+    model.train()
+    with torch.no_grad():
+        torch.manual_seed(0)
+        elbo_loss = torch.stack([model.loss(x, u) for _ in range(200)]).mean()
+        model.train_samples = 50
+        torch.manual_seed(0)
+        iw_loss = torch.stack([model.loss(x, u) for _ in range(20)]).mean()
+        torch.manual_seed(1)
+        loss = model.loss(x, u)
+        torch.manual_seed(1)
+        torch.testing.assert_close(loss, -model.iw_bound(x, u, 50).mean())
+    assert -exact.mean() < iw_loss < elbo_loss - 0.05
+    model.train_samples = 4
+    model.loss(x, u).backward()  # the bound's gradient reaches the encoder, decoder and prior
+    for part in (model.encoder, model.decoder, model.prior):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in part.parameters() if p.requires_grad)
+
+
+def test_importance_weighted_objective_refuses_elbo_weights():
+    model, *_ = linear_gaussian(exact_posterior=True)
+    with pytest.raises(ValueError, match="needs beta 1"):
+        VAE(model.encoder, model.decoder, model.observation, model.prior, beta=4.0, train_samples=5)
+
+
 def test_encode_is_the_posterior_mean():
     model, x, u, _ = linear_gaussian(exact_posterior=True)
     torch.manual_seed(0)
@@ -228,6 +255,11 @@ def test_ivae_encoder_and_prior_see_u():
         ({"model": "ivae", "obs": "laplace"}, "unknown --obs"),
         ({"model": "ivae", "noise_var": 0.0}, "--noise-var must be > 0"),
         ({"model": "flow", "obs": "bernoulli"}, "--obs bernoulli is for the VAE family"),
+        ({"model": "ivae", "train_samples": 0}, "--train-samples must be >= 1"),
+        ({"model": "iflow", "train_samples": 4}, "--train-samples is for the VAE family"),
+        ({"model": "betavae", "train_samples": 4}, "which has no beta, total-correlation or annealing"),
+        ({"model": "tcvae", "train_samples": 4, "beta": 1.0}, "which has no beta, total-correlation or annealing"),
+        ({"model": "ivae", "train_samples": 4, "anneal_steps": 10}, "which has no beta, total-correlation or annealing"),
     ],
 )
 def test_bad_model_options_raise_user_errors(changes, message):
