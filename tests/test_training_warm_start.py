@@ -53,3 +53,23 @@ def test_fit_with_prior_fit_modes_keeps_a_finite_likelihood():
     for mode in ("none", "init", "epoch"):
         result = fit(model(), data, TrainConfig(epochs=2, batch_size=64, prior_fit=mode), progress=False)
         assert np.isfinite(result.best_val_log_likelihood), mode
+
+
+def test_fit_with_prior_fit_epoch_leaves_a_vae_at_its_elbo_m_step():
+    """Every epoch's prior refit of a VAE is the M-step from its posteriors (not from their means alone)."""
+    from iflow.build import build_model
+    from iflow.config import ModelConfig
+    from iflow.data import aux_spec, split_indices
+
+    x, u = segmented_data()
+    data = make_dataset(x.numpy(), u.numpy())
+    torch.manual_seed(0)
+    vae = build_model(ModelConfig(model="ivae", dim=2, hidden=8, depth=1, aux=aux_spec(u.numpy()), iw_samples=4))
+    config = TrainConfig(epochs=2, batch_size=64, prior_fit="epoch")
+    fit(vae, data, config, progress=False)
+    train_idx, _ = split_indices(len(data), config.val_fraction, config.seed)
+    table = vae.prior.net.table.clone()
+    assert refit_prior(vae, x[train_idx], u[train_idx])  # the M-step is idempotent at fixed posteriors
+    torch.testing.assert_close(vae.prior.net.table, table)
+    vae.prior.fit_labels(vae.encode(x[train_idx], u[train_idx]).detach(), u[train_idx])
+    assert not torch.allclose(vae.prior.net.table, table, atol=1e-3)  # the means-only fit is another prior
