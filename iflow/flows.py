@@ -3,12 +3,16 @@
 Direction follows nflows: ``transform(x) -> (z, logabsdet)`` maps data to
 latents; ``transform.inverse(z) -> (x, -logabsdet)`` maps back.
 
-Three nflows pieces are replaced here, each for a measured reason:
+Four nflows pieces are replaced here, each for a measured reason:
 - :class:`AffineCoupling`: nflows 0.14 caps the scale to (0.001, 1.001), so a
   coupling layer can only contract; ours uses a soft-clamped log-scale.
 - :class:`LULinear`: nflows' inverse calls the deprecated ``torch.triangular_solve``
   (warns on every call, and ``weight_inverse`` builds an identity on the CPU);
   ours uses ``torch.linalg.solve_triangular``.
+- :class:`~iflow.splines.RationalQuadraticCoupling` in :func:`spline`: nflows' RQ
+  spline coupling computing the same function with fewer ops and a hand-written
+  backward (iflow/splines.py); the training step of the default flow is 1.2x
+  faster at batch 512 (benchmarks/throughput.md)
 - :class:`ElementwiseSpline`: nflows' ``PiecewiseRationalQuadraticCDF`` with
   linear tails, initialised at the identity (used as is, wrapped for defaults).
 """
@@ -24,13 +28,14 @@ from nflows.transforms import (
     ActNorm,
     CompositeTransform,
     PiecewiseRationalQuadraticCDF,
-    PiecewiseRationalQuadraticCouplingTransform,
     Transform,
 )
 from nflows.transforms import AffineCouplingTransform as _NflowsAffineCoupling
 from nflows.transforms import LULinear as _NflowsLULinear
 from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from torch import Tensor, nn
+
+from .splines import RationalQuadraticCoupling
 
 
 class AffineCoupling(_NflowsAffineCoupling):
@@ -150,9 +155,7 @@ def spline(
     for i in range(depth):
         steps.append(LULinear(dim, identity_init=True))
         steps.append(
-            PiecewiseRationalQuadraticCouplingTransform(
-                alternating_mask(dim, i % 2), net, num_bins=bins, tails="linear", tail_bound=tail_bound
-            )
+            RationalQuadraticCoupling(alternating_mask(dim, i % 2), net, num_bins=bins, tail_bound=tail_bound)
         )
     steps.append(LULinear(dim, identity_init=True))
     return CompositeTransform(steps)

@@ -1,0 +1,285 @@
+"""A fast monotone rational-quadratic spline with linear tails (Durkan et al., *Neural Spline Flows*, 2019).
+
+:func:`rational_quadratic_spline` computes the same function as nflows'
+``unconstrained_rational_quadratic_spline(..., tails="linear")``: the same
+parameterisation (softmax bin widths and heights, softplus inner derivatives,
+the same minimum width, height and derivative, slope 1 at the interval ends),
+the same bin convention and the same arithmetic, forward and inverse. It
+differs in how: nflows selects the points inside ``[-B, B]`` by boolean
+indexing, writes them back by index-put, searches bins with a tolerance hack and
+gathers six tables one by one, all under autograd; here every point goes through
+the spline (clamped to the interval) and one ``torch.where`` restores the linear
+tails, the bin is a count of inner knots below the point, one gather reads the
+bin's knots and one its slopes, and the forward direction (the one training
+differentiates) has a hand-written backward pass, so autograd records two nodes
+instead of about a hundred.
+
+:class:`RationalQuadraticCoupling` is nflows' ``PiecewiseRationalQuadraticCouplingTransform``
+(same conditioner layout, so ``iflow.flows.spline_identity_bias`` still makes it
+the identity) with this spline inside.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
+from nflows.transforms.splines.rational_quadratic import (
+    DEFAULT_MIN_BIN_HEIGHT,
+    DEFAULT_MIN_BIN_WIDTH,
+    DEFAULT_MIN_DERIVATIVE,
+)
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+class _Constants(NamedTuple):
+    bins: int
+    tail_bound: float
+    scale: float  # unnormalised widths and heights are divided by it before the softmax
+    min_bin_width: float
+    min_bin_height: float
+    min_derivative: float
+
+
+def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The six quantities of each point's bin, and what their gradient needs.
+
+    ``params: (n, 3K - 1)`` (K unnormalised widths, K heights, K - 1 inner
+    derivatives); ``search: (n,)`` the points, clamped to ``[-B, B]``, located
+    among the x knots (forward) or the y knots (inverse). Returns ``(n, 6)``: left
+    x knot, left y knot, right x knot, right y knot, left slope, right slope,
+    computed as nflows does (softmax, floor, cumulative sum, end knots set to -B
+    and B, slopes ``min_derivative + softplus``, slope 1 at the ends).
+    """
+    n, bins, bound = params.shape[0], c.bins, c.tail_bound
+    floor = params.new_tensor([[c.min_bin_width], [c.min_bin_height]])
+    probs = torch.softmax(params[:, : 2 * bins].reshape(n, 2, bins) / c.scale, dim=-1)
+    sizes = floor + (1 - floor * bins) * probs
+    inner = 2 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound  # knots 1 .. K-1, as nflows computes them
+    # bin k is [knot_k, knot_{k+1}): nflows' convention, the last bin closed on the right
+    bin_idx = (search.unsqueeze(-1) >= inner[:, int(inverse)]).sum(-1, keepdim=True)  # (n, 1)
+    ends = inner.new_full((n, 2, 1), bound)
+    knots = torch.cat([-ends, inner, ends], dim=-1)  # (n, 2, K + 1)
+    both = torch.cat([bin_idx, bin_idx + 1], dim=-1)  # (n, 2): left and right knot of the bin
+    xy = knots.gather(-1, both.unsqueeze(1).expand(n, 2, 2))  # (n, [x, y], [left, right])
+    end_slope = math.log(math.exp(1 - c.min_derivative) - 1)  # softplus + min_derivative == 1, nflows' expression
+    raw = F.pad(params[:, 2 * bins :], (1, 1), value=end_slope).gather(-1, both)  # (n, [left, right])
+    slopes = c.min_derivative + F.softplus(raw)
+    return torch.cat([xy.transpose(1, 2).reshape(n, 4), slopes], dim=-1), (probs, bin_idx, raw, floor)
+
+
+def _bin_table_grad(grad: Tensor, saved: tuple[Tensor, ...], c: _Constants) -> Tensor:
+    """Gradient of :func:`_bin_table` with respect to ``params``, given ``grad: (n, 6)``.
+
+    The bin index is piecewise constant; knot j (0 < j < K) is
+    2B sum_{i<j} size_i - B, so d knot_bin / d size_i = 2B [i < bin]; the end
+    knots and end slopes are constants. Then the softmax and the softplus.
+    """
+    probs, bin_idx, raw, floor = saved
+    n, bins = grad.shape[0], c.bins
+    g_left = grad[:, 0:2].unsqueeze(-1)  # (n, [x, y], 1)
+    g_right = grad[:, 2:4].unsqueeze(-1) * (bin_idx < bins - 1).unsqueeze(-1)  # knot K is fixed at B
+    arange = torch.arange(bins, device=grad.device)
+    before = (arange < bin_idx).unsqueeze(1)  # (n, 1, K): i < bin
+    upto = (arange <= bin_idx).unsqueeze(1)  # i < bin + 1
+    grad_probs = (2 * c.tail_bound) * (1 - floor * bins) * (g_left * before + g_right * upto)
+    grad_logits = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True)) / c.scale
+    grad_raw = grad[:, 4:6] * torch.sigmoid(raw)  # softplus' = sigmoid
+    grad_slopes = grad_raw.new_zeros(n, bins + 1).scatter_add_(-1, torch.cat([bin_idx, bin_idx + 1], -1), grad_raw)
+    return torch.cat([grad_logits.reshape(n, 2 * bins), grad_slopes[:, 1:-1]], dim=-1)
+
+
+class _BinQuantities(torch.autograd.Function):
+    """:func:`_bin_table` as an autograd function (used by the inverse)."""
+
+    @staticmethod
+    def forward(ctx, params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> Tensor:
+        table, saved = _bin_table(params, search, c, inverse)
+        ctx.save_for_backward(*saved)
+        ctx.constants = c
+        return table
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        return _bin_table_grad(grad, ctx.saved_tensors, ctx.constants), None, None, None
+
+
+class _ForwardSpline(torch.autograd.Function):
+    """The spline x -> y with its log-derivative, and a hand-written backward pass.
+
+    Forward as nflows computes it, with theta = (x - x_k) / w, delta = h / w,
+    s = d_k + d_{k+1} - 2 delta, T = theta (1 - theta):
+
+        y = y_k + h (delta theta^2 + d_k T) / D,       D = delta + s T
+        log dy/dx = log(delta^2 M) - 2 log D,         M = d_{k+1} theta^2 + 2 delta T + d_k (1 - theta)^2
+
+    Backward: the partial derivatives of y and log dy/dx in (theta, delta, h,
+    d_k, d_{k+1}), then through theta and delta to the knots and x, then
+    :func:`_bin_table_grad`. Outside ``[-B, B]``: y = x, log dy/dx = 0.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
+        bound = c.tail_bound
+        inside = (inputs >= -bound) & (inputs <= bound)
+        clamped = inputs.clamp(-bound, bound)
+        table, saved = _bin_table(params, clamped.reshape(-1), c, inverse=False)
+        x_lo, y_lo, x_hi, y_hi, d_lo, d_hi = table.reshape(inputs.shape + (6,)).unbind(-1)
+        width = x_hi - x_lo
+        height = y_hi - y_lo
+        delta = height / width
+        theta = (clamped - x_lo) / width
+        t = theta * (1 - theta)
+        slope_sum = d_lo + d_hi - 2 * delta
+        denominator = delta + slope_sum * t
+        shape = delta * theta.square() + d_lo * t
+        outputs = y_lo + height * shape / denominator
+        m = d_hi * theta.square() + 2 * delta * t + d_lo * (1 - theta).square()
+        logabsdet = torch.log(delta.square() * m) - 2 * torch.log(denominator)
+        ctx.save_for_backward(inside, theta, width, height, delta, d_lo, d_hi, denominator, shape, m, *saved)
+        ctx.constants = c
+        return torch.where(inside, outputs, inputs), torch.where(inside, logabsdet, logabsdet.new_zeros(()))
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_logdet: Tensor):
+        inside, theta, width, height, delta, d_lo, d_hi, den, shape, m, *saved = ctx.saved_tensors
+        gy = torch.where(inside, grad_out, 0.0)
+        gl = torch.where(inside, grad_logdet, 0.0)
+        t = theta * (1 - theta)
+        one_minus_2t = 1 - 2 * t
+        h_over_den2 = height / den.square()
+        gl_over_m = gl / m
+        gl_over_den = 2 * gl / den
+        # d/dtheta: dy/dtheta = w exp(log dy/dx); dlog/dtheta from M and D
+        g_theta = gy * width * delta.square() * m / den.square() + 2 * gl_over_m * (
+            d_hi * theta + delta * (1 - 2 * theta) - d_lo * (1 - theta)
+        ) - gl_over_den * (d_lo + d_hi - 2 * delta) * (1 - 2 * theta)
+        g_delta = gy * h_over_den2 * (theta.square() * den - shape * one_minus_2t) + gl * (
+            2 / delta + 2 * t / m - 2 * one_minus_2t / den
+        )
+        g_d_lo = gy * h_over_den2 * t * (den - shape) + gl_over_m * (1 - theta).square() - gl_over_den * t
+        g_d_hi = -gy * h_over_den2 * shape * t + gl_over_m * theta.square() - gl_over_den * t
+        g_height = gy * shape / den
+        g_theta_w = g_theta / width
+        g_delta_w = g_delta / width
+        grad_table = torch.stack(
+            [
+                g_theta_w * (theta - 1) + g_delta_w * delta,  # left x knot
+                gy - g_height - g_delta_w,  # left y knot
+                -(g_theta_w * theta + g_delta_w * delta),  # right x knot
+                g_height + g_delta_w,  # right y knot
+                g_d_lo,
+                g_d_hi,
+            ],
+            dim=-1,
+        ).reshape(-1, 6)
+        grad_inputs = torch.where(inside, g_theta_w, grad_out)
+        return grad_inputs, _bin_table_grad(grad_table, saved, ctx.constants), None
+
+
+def _inverse_spline(inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
+    """The inverse y -> x (nflows' root formula) on autograd, and its log-derivative."""
+    bound = c.tail_bound
+    inside = (inputs >= -bound) & (inputs <= bound)
+    clamped = inputs.clamp(-bound, bound)
+    table = _BinQuantities.apply(params, clamped.detach().reshape(-1), c, True)
+    x_lo, y_lo, x_hi, y_hi, d_lo, d_hi = table.reshape(inputs.shape + (6,)).unbind(-1)
+    width = x_hi - x_lo
+    height = y_hi - y_lo
+    delta = height / width
+    slope_sum = d_lo + d_hi - 2 * delta
+    shifted = clamped - y_lo
+    a = shifted * slope_sum + height * (delta - d_lo)
+    b = height * d_lo - shifted * slope_sum
+    c_ = -delta * shifted
+    discriminant = (b.square() - 4 * a * c_).clamp_min(0)  # nflows asserts >= 0; rounding can go below
+    theta = (2 * c_) / (-b - discriminant.sqrt())
+    outputs = theta * width + x_lo
+    t = theta * (1 - theta)
+    denominator = delta + slope_sum * t
+    m = d_hi * theta.square() + 2 * delta * t + d_lo * (1 - theta).square()
+    logabsdet = 2 * torch.log(denominator) - torch.log(delta.square() * m)
+    return torch.where(inside, outputs, inputs), torch.where(inside, logabsdet, logabsdet.new_zeros(()))
+
+
+def spline_from_packed(
+    inputs: Tensor,
+    params: Tensor,
+    inverse: bool = False,
+    tail_bound: float = 1.0,
+    scale: float = 1.0,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor]:
+    """:func:`rational_quadratic_spline` on packed parameters ``params: (..., 3K - 1)``.
+
+    The last axis holds K unnormalised widths, K unnormalised heights (both
+    divided by ``scale`` before the softmax, as nflows' coupling does with
+    sqrt(hidden features)) and K - 1 unnormalised inner derivatives.
+    """
+    bins = (params.shape[-1] + 1) // 3
+    if min_bin_width * bins > 1.0:
+        raise ValueError("Minimal bin width too large for the number of bins")
+    if min_bin_height * bins > 1.0:
+        raise ValueError("Minimal bin height too large for the number of bins")
+    c = _Constants(bins, float(tail_bound), float(scale), min_bin_width, min_bin_height, min_derivative)
+    params = params.reshape(inputs.numel(), 3 * bins - 1)
+    if inverse:
+        return _inverse_spline(inputs, params, c)
+    return _ForwardSpline.apply(inputs, params, c)
+
+
+def rational_quadratic_spline(
+    inputs: Tensor,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    inverse: bool = False,
+    tail_bound: float = 1.0,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor]:
+    """Elementwise monotone RQ spline on ``[-B, B]``, identity outside; returns ``(outputs, logabsdet)``.
+
+    ``inputs: (...)``; ``unnormalized_widths``, ``unnormalized_heights: (..., K)``;
+    ``unnormalized_derivatives: (..., K - 1)`` (the inner knots; the end knots
+    have slope 1 to match the linear tails). ``logabsdet: (...)`` is elementwise
+    (not summed); with ``inverse=True`` it is that of the inverse map. Arguments
+    and results are those of nflows' ``unconstrained_rational_quadratic_spline``
+    with ``tails="linear"``.
+    """
+    params = torch.cat([unnormalized_widths, unnormalized_heights, unnormalized_derivatives], dim=-1)
+    return spline_from_packed(inputs, params, inverse, tail_bound, 1.0, min_bin_width, min_bin_height, min_derivative)
+
+
+class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
+    """nflows' RQ spline coupling with linear tails, computed by :func:`rational_quadratic_spline`.
+
+    Same constructor, parameter layout and conditioner-output scaling as nflows
+    (widths and heights divided by sqrt(hidden features)); ``tails`` is always
+    ``"linear"``. ``x: (batch, dim)``.
+    """
+
+    def __init__(self, mask: Tensor, transform_net_create_fn, num_bins: int = 8, tail_bound: float = 4.0, **kwargs):
+        super().__init__(mask, transform_net_create_fn, num_bins=num_bins, tails="linear", tail_bound=tail_bound, **kwargs)
+
+    def _piecewise_cdf(self, inputs: Tensor, transform_params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        hidden = getattr(self.transform_net, "hidden_features", None) or getattr(self.transform_net, "hidden_channels", 1)
+        return spline_from_packed(
+            inputs,
+            transform_params,
+            inverse=inverse,
+            tail_bound=self.tail_bound,
+            scale=math.sqrt(hidden),
+            min_bin_width=self.min_bin_width,
+            min_bin_height=self.min_bin_height,
+            min_derivative=self.min_derivative,
+        )
