@@ -46,17 +46,20 @@ class _Constants(NamedTuple):
 
 
 def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """The six quantities of each point's bin, and what their gradient needs.
+    """The knots and slopes at both ends of each point's bin, and what their gradient needs.
 
     ``params: (n, 3K - 1)`` (K unnormalised widths, K heights, K - 1 inner
     derivatives); ``search: (n,)`` the points, clamped to ``[-B, B]``, located
-    among the x knots (forward) or the y knots (inverse). Returns ``(n, 6)``: left
-    x knot, left y knot, right x knot, right y knot, left slope, right slope,
-    computed as nflows does (softmax, floor, cumulative sum, end knots set to -B
-    and B, slopes ``min_derivative + softplus``, slope 1 at the ends).
+    among the x knots (forward) or the y knots (inverse). Returns ``(n, 3, 2)``:
+    rows x knot, y knot, slope; columns left and right end of the bin. Computed
+    as nflows does: softmax, floor, cumulative sum mapped to [-B, B] with the end
+    knots exactly -B and B, slopes ``min_derivative + softplus`` and 1 at the ends.
     """
     n, bins, bound = params.shape[0], c.bins, c.tail_bound
-    floor = params.new_tensor([[c.min_bin_width], [c.min_bin_height]])
+    if c.min_bin_width == c.min_bin_height:
+        floor: float | Tensor = c.min_bin_width
+    else:
+        floor = params.new_tensor([[c.min_bin_width], [c.min_bin_height]])
     probs = torch.softmax(params[:, : 2 * bins].reshape(n, 2, bins) / c.scale, dim=-1)
     sizes = floor + (1 - floor * bins) * probs
     inner = 2 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound  # knots 1 .. K-1, as nflows computes them
@@ -69,27 +72,29 @@ def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> 
     end_slope = math.log(math.exp(1 - c.min_derivative) - 1)  # softplus + min_derivative == 1, nflows' expression
     raw = F.pad(params[:, 2 * bins :], (1, 1), value=end_slope).gather(-1, both)  # (n, [left, right])
     slopes = c.min_derivative + F.softplus(raw)
-    return torch.cat([xy.transpose(1, 2).reshape(n, 4), slopes], dim=-1), (probs, bin_idx, raw, floor)
+    return torch.cat([xy, slopes.unsqueeze(1)], dim=1), (probs, both, raw)
 
 
 def _bin_table_grad(grad: Tensor, saved: tuple[Tensor, ...], c: _Constants) -> Tensor:
-    """Gradient of :func:`_bin_table` with respect to ``params``, given ``grad: (n, 6)``.
+    """Gradient of :func:`_bin_table` with respect to ``params``, given ``grad: (n, 3, 2)``.
 
     The bin index is piecewise constant; knot j (0 < j < K) is
     2B sum_{i<j} size_i - B, so d knot_bin / d size_i = 2B [i < bin]; the end
     knots and end slopes are constants. Then the softmax and the softplus.
     """
-    probs, bin_idx, raw, floor = saved
+    probs, both, raw = saved
     n, bins = grad.shape[0], c.bins
-    g_left = grad[:, 0:2].unsqueeze(-1)  # (n, [x, y], 1)
-    g_right = grad[:, 2:4].unsqueeze(-1) * (bin_idx < bins - 1).unsqueeze(-1)  # knot K is fixed at B
+    bin_idx = both[:, :1]
+    g_left = grad[:, :2, :1]  # (n, [x, y], 1)
+    g_right = grad[:, :2, 1:] * (bin_idx < bins - 1).unsqueeze(-1)  # knot K is fixed at B
     arange = torch.arange(bins, device=grad.device)
     before = (arange < bin_idx).unsqueeze(1)  # (n, 1, K): i < bin
     upto = (arange <= bin_idx).unsqueeze(1)  # i < bin + 1
-    grad_probs = (2 * c.tail_bound) * (1 - floor * bins) * (g_left * before + g_right * upto)
-    grad_logits = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True)) / c.scale
-    grad_raw = grad[:, 4:6] * torch.sigmoid(raw)  # softplus' = sigmoid
-    grad_slopes = grad_raw.new_zeros(n, bins + 1).scatter_add_(-1, torch.cat([bin_idx, bin_idx + 1], -1), grad_raw)
+    floor = c.min_bin_width if c.min_bin_width == c.min_bin_height else grad.new_tensor([[c.min_bin_width], [c.min_bin_height]])
+    grad_probs = (g_left * before + g_right * upto) * ((2 * c.tail_bound / c.scale) * (1 - floor * bins))
+    grad_logits = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
+    grad_raw = grad[:, 2] * torch.sigmoid(raw)  # softplus' = sigmoid
+    grad_slopes = grad_raw.new_zeros(n, bins + 1).scatter_add_(-1, both, grad_raw)
     return torch.cat([grad_logits.reshape(n, 2 * bins), grad_slopes[:, 1:-1]], dim=-1)
 
 
@@ -112,74 +117,77 @@ class _BinQuantities(torch.autograd.Function):
 class _ForwardSpline(torch.autograd.Function):
     """The spline x -> y with its log-derivative, and a hand-written backward pass.
 
-    Forward as nflows computes it, with theta = (x - x_k) / w, delta = h / w,
-    s = d_k + d_{k+1} - 2 delta, T = theta (1 - theta):
+    With theta = (x - x_k) / w, u = 1 - theta, T = theta u, delta = h / w and
+    s = d_k + d_{k+1} - 2 delta (nflows' formulas):
 
-        y = y_k + h (delta theta^2 + d_k T) / D,       D = delta + s T
-        log dy/dx = log(delta^2 M) - 2 log D,         M = d_{k+1} theta^2 + 2 delta T + d_k (1 - theta)^2
+        y = y_k + h N / D,                 N = delta theta^2 + d_k T,   D = delta + s T
+        log dy/dx = log(delta^2 M) - 2 log D,   M = d_{k+1} theta^2 + 2 delta T + d_k u^2
 
-    Backward: the partial derivatives of y and log dy/dx in (theta, delta, h,
-    d_k, d_{k+1}), then through theta and delta to the knots and x, then
-    :func:`_bin_table_grad`. Outside ``[-B, B]``: y = x, log dy/dx = 0.
+    Backward: the partial derivatives of y and log dy/dx in theta, delta, h, d_k
+    and d_{k+1} (dy/dtheta = w dy/dx = h delta M / D^2), then through theta and
+    delta to the knots and x, then :func:`_bin_table_grad`. Outside ``[-B, B]``:
+    y = x and log dy/dx = 0.
     """
 
     @staticmethod
     def forward(ctx, inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
-        bound = c.tail_bound
-        inside = (inputs >= -bound) & (inputs <= bound)
-        clamped = inputs.clamp(-bound, bound)
+        outside = inputs.abs() > c.tail_bound
+        clamped = inputs.clamp(-c.tail_bound, c.tail_bound)
         table, saved = _bin_table(params, clamped.reshape(-1), c, inverse=False)
-        x_lo, y_lo, x_hi, y_hi, d_lo, d_hi = table.reshape(inputs.shape + (6,)).unbind(-1)
-        width = x_hi - x_lo
-        height = y_hi - y_lo
+        table = table.reshape(inputs.shape + (3, 2))
+        x_lo, y_lo = table[..., 0, 0], table[..., 1, 0]
+        d_lo, d_hi = table[..., 2, 0], table[..., 2, 1]
+        sizes = table[..., :2, 1] - table[..., :2, 0]
+        width, height = sizes[..., 0], sizes[..., 1]
         delta = height / width
         theta = (clamped - x_lo) / width
-        t = theta * (1 - theta)
-        slope_sum = d_lo + d_hi - 2 * delta
-        denominator = delta + slope_sum * t
-        shape = delta * theta.square() + d_lo * t
-        outputs = y_lo + height * shape / denominator
-        m = d_hi * theta.square() + 2 * delta * t + d_lo * (1 - theta).square()
-        logabsdet = torch.log(delta.square() * m) - 2 * torch.log(denominator)
-        ctx.save_for_backward(inside, theta, width, height, delta, d_lo, d_hi, denominator, shape, m, *saved)
+        u = 1 - theta
+        t = theta * u
+        theta2, u2 = theta.square(), u.square()
+        slope_sum = torch.add(d_lo, d_hi).sub_(delta, alpha=2)
+        den = torch.addcmul(delta, slope_sum, t)
+        shape = torch.addcmul(d_lo * t, delta, theta2)
+        outputs = torch.where(outside, inputs, torch.addcdiv(y_lo, height * shape, den))
+        m = torch.addcmul(d_hi * theta2, delta, t, value=2).addcmul_(d_lo, u2)
+        logabsdet = torch.log(delta.square().mul_(m)).sub_(torch.log(den), alpha=2).masked_fill_(outside, 0.0)
+        ctx.save_for_backward(outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, *saved)
         ctx.constants = c
-        return torch.where(inside, outputs, inputs), torch.where(inside, logabsdet, logabsdet.new_zeros(()))
+        return outputs, logabsdet
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor, grad_logdet: Tensor):
-        inside, theta, width, height, delta, d_lo, d_hi, den, shape, m, *saved = ctx.saved_tensors
-        gy = torch.where(inside, grad_out, 0.0)
-        gl = torch.where(inside, grad_logdet, 0.0)
-        t = theta * (1 - theta)
-        one_minus_2t = 1 - 2 * t
-        h_over_den2 = height / den.square()
-        gl_over_m = gl / m
-        gl_over_den = 2 * gl / den
-        # d/dtheta: dy/dtheta = w exp(log dy/dx); dlog/dtheta from M and D
-        g_theta = gy * width * delta.square() * m / den.square() + 2 * gl_over_m * (
-            d_hi * theta + delta * (1 - 2 * theta) - d_lo * (1 - theta)
-        ) - gl_over_den * (d_lo + d_hi - 2 * delta) * (1 - 2 * theta)
-        g_delta = gy * h_over_den2 * (theta.square() * den - shape * one_minus_2t) + gl * (
-            2 / delta + 2 * t / m - 2 * one_minus_2t / den
-        )
-        g_d_lo = gy * h_over_den2 * t * (den - shape) + gl_over_m * (1 - theta).square() - gl_over_den * t
-        g_d_hi = -gy * h_over_den2 * shape * t + gl_over_m * theta.square() - gl_over_den * t
-        g_height = gy * shape / den
-        g_theta_w = g_theta / width
-        g_delta_w = g_delta / width
-        grad_table = torch.stack(
-            [
-                g_theta_w * (theta - 1) + g_delta_w * delta,  # left x knot
-                gy - g_height - g_delta_w,  # left y knot
-                -(g_theta_w * theta + g_delta_w * delta),  # right x knot
-                g_height + g_delta_w,  # right y knot
-                g_d_lo,
-                g_d_hi,
-            ],
-            dim=-1,
-        ).reshape(-1, 6)
-        grad_inputs = torch.where(inside, g_theta_w, grad_out)
+        outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, *saved = ctx.saved_tensors
+        gy = grad_out.masked_fill(outside, 0.0)
+        gl = grad_logdet.masked_fill(outside, 0.0)
+        a = (gy * height).div_(den.square())  # gy h / D^2
+        gm = gl / m  # gl / M
+        gd = torch.div(gl, den).mul_(2)  # 2 gl / D
+        p = a * t
+        q = p * shape
+        qr = torch.addcmul(q, gd, t)
+        g_d_hi = torch.mul(gm, theta2).sub_(qr)
+        g_d_lo = torch.mul(p, den).addcmul_(gm, u2).sub_(qr)
+        g_height = torch.mul(gy, shape).div_(den)
+        v = torch.mul(t, -2).add_(1)  # 1 - 2T = dD/ddelta
+        g_delta = (
+            torch.mul(a, theta2).mul_(den).add_(torch.div(gl, delta), alpha=2).addcmul_(gm, t, value=2)
+            .addcmul_(torch.mul(a, shape).add_(gd), v, value=-1)
+        )  # fmt: skip
+        one_minus_2theta = u - theta
+        dm_half = torch.mul(d_hi, theta).addcmul_(delta, one_minus_2theta).addcmul_(d_lo, u, value=-1)  # dM/dtheta / 2
+        g_theta = (
+            torch.mul(a, delta).mul_(m).addcmul_(gm, dm_half, value=2)
+            .addcmul_(torch.mul(gd, slope_sum), one_minus_2theta, value=-1)
+        )  # fmt: skip
+        g_theta_w = g_theta.div_(width)
+        g_delta_w = g_delta.div_(width)
+        g_x_lo = torch.mul(g_delta_w, delta).addcmul_(g_theta_w, u, value=-1)
+        g_x_hi = torch.neg(g_theta_w).sub_(g_x_lo)
+        g_y_hi = g_height.add_(g_delta_w)
+        g_y_lo = gy - g_y_hi
+        grad_table = torch.stack([g_x_lo, g_x_hi, g_y_lo, g_y_hi, g_d_lo, g_d_hi], dim=-1).reshape(-1, 3, 2)
+        grad_inputs = torch.where(outside, grad_out, g_theta_w)
         return grad_inputs, _bin_table_grad(grad_table, saved, ctx.constants), None
 
 
@@ -189,7 +197,7 @@ def _inverse_spline(inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tens
     inside = (inputs >= -bound) & (inputs <= bound)
     clamped = inputs.clamp(-bound, bound)
     table = _BinQuantities.apply(params, clamped.detach().reshape(-1), c, True)
-    x_lo, y_lo, x_hi, y_hi, d_lo, d_hi = table.reshape(inputs.shape + (6,)).unbind(-1)
+    (x_lo, x_hi), (y_lo, y_hi), (d_lo, d_hi) = (row.unbind(-1) for row in table.reshape(inputs.shape + (3, 2)).unbind(-2))
     width = x_hi - x_lo
     height = y_hi - y_lo
     delta = height / width
@@ -261,24 +269,46 @@ def rational_quadratic_spline(
 
 
 class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
-    """nflows' RQ spline coupling with linear tails, computed by :func:`rational_quadratic_spline`.
+    """nflows' RQ spline coupling with linear tails, computed by :func:`spline_from_packed`.
 
-    Same constructor, parameter layout and conditioner-output scaling as nflows
-    (widths and heights divided by sqrt(hidden features)); ``tails`` is always
-    ``"linear"``. ``x: (batch, dim)``.
+    Same constructor, parameter layout, conditioner-output scaling (widths and
+    heights divided by sqrt(hidden features)) and state dict as nflows; ``tails``
+    is always ``"linear"``. On ``x: (batch, dim)`` the split and merge are an
+    ``index_select`` and an ``index_copy`` instead of nflows' advanced indexing
+    and index-put; other inputs take nflows' path.
     """
 
     def __init__(self, mask: Tensor, transform_net_create_fn, num_bins: int = 8, tail_bound: float = 4.0, **kwargs):
-        super().__init__(mask, transform_net_create_fn, num_bins=num_bins, tails="linear", tail_bound=tail_bound, **kwargs)
+        super().__init__(
+            mask, transform_net_create_fn, num_bins=num_bins, tails="linear", tail_bound=tail_bound, **kwargs
+        )
+        hidden = getattr(self.transform_net, "hidden_features", None)
+        hidden = hidden or getattr(self.transform_net, "hidden_channels", 1)  # nflows scales by either, else by 1
+        self.logit_scale = math.sqrt(hidden)
+
+    def _coupling(self, inputs: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        if inputs.dim() != 2 or self.unconditional_transform is not None:
+            return super().inverse(inputs, context) if inverse else super().forward(inputs, context)
+        if inputs.shape[1] != self.features:
+            raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
+        params = self.transform_net(inputs.index_select(1, self.identity_features), context)
+        params = params.reshape(inputs.shape[0], self.num_transform_features, -1)  # as nflows lays them out
+        outputs, logabsdet = self._piecewise_cdf(inputs.index_select(1, self.transform_features), params, inverse)
+        return inputs.index_copy(1, self.transform_features, outputs), logabsdet.sum(1)
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._coupling(inputs, context, inverse=False)
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._coupling(inputs, context, inverse=True)
 
     def _piecewise_cdf(self, inputs: Tensor, transform_params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
-        hidden = getattr(self.transform_net, "hidden_features", None) or getattr(self.transform_net, "hidden_channels", 1)
         return spline_from_packed(
             inputs,
             transform_params,
             inverse=inverse,
             tail_bound=self.tail_bound,
-            scale=math.sqrt(hidden),
+            scale=self.logit_scale,
             min_bin_width=self.min_bin_width,
             min_bin_height=self.min_bin_height,
             min_derivative=self.min_derivative,
