@@ -89,7 +89,11 @@ def test_logdet_is_log_derivative_float64(inverse):
 def test_bin_edges_and_tail_bound_follow_nflows():
     """Points exactly on knots and on +-B: nflows' bin convention, linear tails from |x| > B on."""
     bins = 4
-    w, h, d = torch.zeros(1, bins, dtype=torch.float64), torch.zeros(1, bins, dtype=torch.float64), torch.randn(1, bins - 1, dtype=torch.float64)
+    w, h, d = (
+        torch.zeros(1, bins, dtype=torch.float64),
+        torch.zeros(1, bins, dtype=torch.float64),
+        torch.randn(1, bins - 1, dtype=torch.float64),
+    )
     h[0, 0] = 1.0
     x = torch.tensor([-BOUND, -BOUND / 2, 0.0, BOUND / 2, BOUND, BOUND + 1e-9, -BOUND - 1e-9], dtype=torch.float64)
     expand = [t.expand(x.shape[0], -1) for t in (w, h, d)]
