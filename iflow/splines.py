@@ -82,28 +82,25 @@ def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> 
 def _bin_table_grad(grad: Tensor, saved: tuple[Tensor, ...], c: _Constants) -> Tensor:
     """Gradient of :func:`_bin_table` with respect to ``params``, given ``grad: (n, 3, 2)``.
 
-    The bin index is piecewise constant; knot j (0 < j < K) is
-    2B sum_{i<j} size_i - B, so d knot_bin / d size_i = 2B [i < bin]; the end
-    knots and end slopes are constants. Then the softmax and the softplus.
+    The bin index is piecewise constant. The gradient is scattered back onto the
+    K + 1 knots and slopes of each row; knot j (0 < j < K) is
+    2B sum_{i<j} size_i - B, so size i collects the knot gradients of
+    j = i + 1 .. K - 1 (a cumulative sum); the end knots and slopes are
+    constants. Then the softmax and the softplus.
     """
     probs, both, raw = saved
     n, bins = grad.shape[0], c.bins
-    bin_idx = both[:, :1]
-    g_left = grad[:, :2, :1]  # (n, [x, y], 1)
-    g_right = grad[:, :2, 1:] * (bin_idx < bins - 1).unsqueeze(-1)  # knot K is fixed at B
-    arange = torch.arange(bins, device=grad.device)
-    before = (arange < bin_idx).unsqueeze(1)  # (n, 1, K): i < bin
-    upto = (arange <= bin_idx).unsqueeze(1)  # i < bin + 1
+    grad = torch.cat([grad[:, :2], (grad[:, 2] * torch.sigmoid(raw)).unsqueeze(1)], dim=1)  # softplus' = sigmoid
+    on_knots = grad.new_zeros(n, 3, bins + 1).scatter_add_(-1, both.unsqueeze(1).expand(n, 3, 2), grad)
+    below = on_knots[:, :2, :bins].cumsum(-1)  # (n, 2, K): gradient of knots 0 .. i
     floor = (
         c.min_bin_width
         if c.min_bin_width == c.min_bin_height
         else grad.new_tensor([[c.min_bin_width], [c.min_bin_height]])
     )
-    grad_probs = (g_left * before + g_right * upto) * ((2 * c.tail_bound / c.scale) * (1 - floor * bins))
+    grad_probs = (below[..., -1:] - below) * ((2 * c.tail_bound / c.scale) * (1 - floor * bins))
     grad_logits = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
-    grad_raw = grad[:, 2] * torch.sigmoid(raw)  # softplus' = sigmoid
-    grad_slopes = grad_raw.new_zeros(n, bins + 1).scatter_add_(-1, both, grad_raw)
-    return torch.cat([grad_logits.reshape(n, 2 * bins), grad_slopes[:, 1:-1]], dim=-1)
+    return torch.cat([grad_logits.reshape(n, 2 * bins), on_knots[:, 2, 1:bins]], dim=-1)
 
 
 class _BinQuantities(torch.autograd.Function):
