@@ -13,8 +13,8 @@ tails, the bin is a count of inner knots below the point, one gather reads the
 bin's knots and one its slopes, and the forward direction (the one training
 differentiates) has a hand-written backward pass, so autograd records one node
 instead of about a hundred. On iflow's sizes (batch 512, 3 transformed features,
-8 bins) forward + backward of the spline alone is about 1.9x faster than
-nflows'; the whole training step of the default flow about 1.3x
+8 bins) forward + backward of the spline alone is about 2x faster than
+nflows'; the whole training step of the default flow about 1.35x
 (benchmarks/throughput.md). First-order gradients only: the backward pass is
 not itself differentiable (nothing in iflow needs second derivatives).
 
