@@ -67,6 +67,31 @@ class LULinear(_NflowsLULinear):
         logabsdet = -self.logabsdet() * inputs.new_ones(inputs.shape[0])
         return out.t(), logabsdet
 
+    @torch.no_grad()
+    def compose_left(self, matrix: Tensor) -> Tensor:
+        """Replace this map y = A x + b by M (A x + b), M being ``matrix`` up to row order and scale.
+
+        W A is refactored with partial pivoting, P^T W A = L U, and each row of the
+        result is divided by its pivot, so the new U has a unit diagonal (within the
+        softplus + eps parameterisation). Returns the M = D P^T W actually applied,
+        ``(features, features)``: latents change as z -> z M^T.
+        """
+        lower, upper = self._create_lower_upper()
+        matrix = matrix.to(device=self.bias.device, dtype=torch.float64)
+        weight = matrix @ (lower @ upper).double()
+        permutation, new_lower, new_upper = torch.linalg.lu(weight)
+        pivots = torch.diagonal(new_upper)
+        scale = 1.0 / pivots
+        applied = scale[:, None] * (permutation.t() @ matrix)
+        new_lower = scale[:, None] * new_lower / scale[None, :]  # D L D^-1: still unit lower-triangular
+        rows, cols = self.lower_indices
+        self.lower_entries.copy_(new_lower[rows, cols])
+        rows, cols = self.upper_indices
+        self.upper_entries.copy_((scale[:, None] * new_upper)[rows, cols])
+        self.unconstrained_upper_diag.fill_(math.log(math.expm1(1.0 - self.eps)))
+        self.bias.copy_(applied @ self.bias.double())
+        return applied.to(self.bias.dtype)
+
     def weight_inverse(self) -> Tensor:
         lower, upper = self._create_lower_upper()
         eye = torch.eye(self.features, dtype=lower.dtype, device=lower.device)
