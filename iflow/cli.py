@@ -135,6 +135,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "at the start and after every epoch)",
     )  # fmt: skip
     p.add_argument(
+        "--linear-fit", choices=["auto", "epoch", "none"], default=defaults.linear_fit,
+        help="after every epoch, refit the flow's last linear layer by L-BFGS on the likelihood with the "
+        "Gaussian label prior profiled out (epoch); auto (default): whenever the flow ends in a linear "
+        "layer, the prior is a Gaussian label prior and --prior-fit is epoch",
+    )  # fmt: skip
+    p.add_argument(
         "--restarts", type=positive_int, default=1,
         help="train K models (seeds S, S+1, ...) and keep the best by held-out log-likelihood (default 1)",
     )  # fmt: skip
@@ -296,7 +302,7 @@ def configs_from(args: argparse.Namespace):
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, threads=args.threads,
-        prior_fit=args.prior_fit,
+        prior_fit=args.prior_fit, linear_fit=args.linear_fit,
     )  # fmt: skip
     train_config.validate()
     return model_config, train_config
@@ -365,14 +371,15 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .checkpoint import CHECKPOINT_FILE, Checkpointing
     from .data import aux_spec
     from .datasets import is_builtin, load_data
-    from .training import split_for_training
+    from .training import split_for_training, uses_linear_fit
 
     setup_torch(args)
     model_config, train_config = configs_from(args)
     data = load_data(args.data, "train")
     test = load_data(args.data, "test") if is_builtin(args.data) else None
     split_for_training(data, train_config)
-    build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
+    model = build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
+    uses_linear_fit(model, train_config)  # and on a --linear-fit the model cannot have
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
     print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{aux_spec(data.u, data.source).describe()}")
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)

@@ -9,6 +9,7 @@ from .errors import UserError
 
 FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
+LINEAR_FITS = ("auto", "epoch", "none")
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     seed: int = 0
     split_seed: int | None = None  # None: the training seed; restarts share one split
     prior_fit: str = "epoch"  # closed-form M-step of a label prior: none, at init, or every epoch
+    linear_fit: str = "auto"  # second-order refit of the flow's last linear layer each epoch (iflow/unmixing.py)
     device: str = "cpu"
     threads: int = 1
 
@@ -71,6 +73,11 @@ class TrainConfig:
             (self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
             (self.schedule in ("cosine", "constant"), f"unknown --schedule {self.schedule!r}"),
             (self.prior_fit in PRIOR_FITS, f"unknown --prior-fit {self.prior_fit!r}; choose from {PRIOR_FITS}"),
+            (self.linear_fit in LINEAR_FITS, f"unknown --linear-fit {self.linear_fit!r}; choose from {LINEAR_FITS}"),
+            (
+                self.linear_fit != "epoch" or self.prior_fit == "epoch",
+                "--linear-fit epoch profiles the prior out, so it needs --prior-fit epoch",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -165,6 +165,8 @@ CASES = [
     Case("sample n zero", "sample --run {run} --u 0 --n 0 --out {d}/x.npz", ("--n", "positive integer")),
     Case("sample unseen label", "sample --run {run} --u 99 --n 5 --out {d}/x.npz", ("--u 99", "unknown label")),
     Case("unknown flow", TRAIN_GOOD + " --flow nope", ("--flow", "'nope'")),
+    Case("linear fit without a final linear layer", TRAIN_GOOD + " --linear-fit epoch", ("--linear-fit epoch", "--flow spline")),
+    Case("linear fit without the prior fit", TRAIN_GOOD + " --linear-fit epoch --prior-fit none", ("--linear-fit epoch", "--prior-fit epoch")),
     Case("unknown model", TRAIN_GOOD + " --model nope", ("--model", "'nope'")),
     Case("cuda without CUDA", TRAIN_GOOD + " --device cuda", ("--device cuda", "CUDA is not available")),
     Case("unknown device", "eval --run {run} --data {good} --device tpu", ("--device", "'tpu'")),
