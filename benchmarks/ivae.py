@@ -37,9 +37,9 @@ HERE = Path(__file__).parent
 RESULTS, REPORT = HERE / "ivae_results.json", HERE / "ivae.md"
 CEILING = HERE / "noisy_ceiling.json"  # written by benchmarks/noisy_ceiling.py: true log p(x | u), Bayes ceiling
 
-VAE_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=3e-3, prior_fit="none")  # as measured
-DISCRETE_TRAIN = TrainConfig(epochs=50, batch_size=200, lr=1e-2, prior_fit="none")  # the paper's discrete settings
-FLOW_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=1e-3, prior_fit="none")  # as measured (the defaults of the time)
+VAE_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=3e-3, prior_fit="none", linear_fit="none")  # as measured
+DISCRETE_TRAIN = TrainConfig(epochs=50, batch_size=200, lr=1e-2, prior_fit="none", linear_fit="none")  # the paper's discrete settings
+FLOW_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=1e-3, prior_fit="none", linear_fit="none")  # as measured (the defaults of the time)
 PARTS = {
     "noisy": (SyntheticConfig(noise=0.1), ["ivae", "ivae-elbo", "vae", "vae-elbo", "betavae", "tcvae"]),
     "discrete": (  # the iVAE paper's protocol (its discrete.py): one linear map, centred sources, 20 x 3000
@@ -150,7 +150,14 @@ def train_config(part: str, name: str) -> TrainConfig:
 
 
 # Options newer than some cached results, at the values the code of the time ran with.
-PREDATED = {"prior_fit": "none", "split_seed": None, "train_samples": 1, "unit_interval": False, "image_shape": None}
+PREDATED = {
+    "prior_fit": "none",
+    "split_seed": None,
+    "train_samples": 1,
+    "unit_interval": False,
+    "image_shape": None,
+    "linear_fit": "none",
+}
 
 
 def is_current(cached: dict, part: str, name: str) -> bool:
