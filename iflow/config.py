@@ -48,7 +48,7 @@ class ModelConfig:
 class TrainConfig:
     """How to train. Every model uses the same trainer."""
 
-    epochs: int = 24
+    epochs: int = 32
     batch_size: int = 512
     lr: float = 1e-2
     weight_decay: float = 0.0
