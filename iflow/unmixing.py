@@ -27,6 +27,7 @@ from .flows import LULinear
 
 CENTERED_FAMILIES = {"gauss": False, "gauss-var": True}  # families with this closed form
 RIDGE = 1e-6  # relative to the mean variance: keeps a degenerate label's S_k invertible
+SCATTER_CHUNK = 2**22  # entries of the outer products formed at once
 
 
 def label_scatter(z: Tensor, u: Tensor, n_labels: int, centered: bool) -> tuple[Tensor, Tensor]:
@@ -41,8 +42,12 @@ def label_scatter(z: Tensor, u: Tensor, n_labels: int, centered: bool) -> tuple[
     if not centered:
         means = z.new_zeros(n_labels, z.shape[1]).index_add_(0, u, z) / safe[:, None]
         z = z - means[u]
-    outer = z[:, :, None] * z[:, None, :]
-    scatter = z.new_zeros(n_labels, z.shape[1], z.shape[1]).index_add_(0, u, outer) / safe[:, None, None]
+    scatter = z.new_zeros(n_labels, z.shape[1], z.shape[1])
+    chunk = max(1, SCATTER_CHUNK // z.shape[1] ** 2)  # memory O(chunk n^2), not O(N n^2); same sums in the same order
+    for start in range(0, z.shape[0], chunk):
+        rows = z[start : start + chunk]
+        scatter.index_add_(0, u[start : start + chunk], rows[:, :, None] * rows[:, None, :])
+    scatter = scatter / safe[:, None, None]
     ridge = RIDGE * scatter.diagonal(dim1=1, dim2=2).mean().clamp_min(1e-12)
     scatter = scatter + ridge * torch.eye(z.shape[1], dtype=z.dtype)
     return counts / counts.sum(), scatter

@@ -103,3 +103,13 @@ def test_training_with_the_linear_fit_unmixes_a_linear_mixture_in_one_epoch():
         scores[mode] = result.history[-1]["mcc"]
     assert scores["auto"] > 0.98
     assert scores["none"] < scores["auto"] - 0.05
+
+
+def test_label_scatter_in_chunks_gives_the_same_sums(monkeypatch):
+    s, u = segment_sources(False)
+    whole = label_scatter(s, u, 20, centered=False)[1]
+    monkeypatch.setattr("iflow.unmixing.SCATTER_CHUNK", 7 * 9)  # 7 rows of 3 x 3 at a time
+    chunked = label_scatter(s, u, 20, centered=False)[1]
+    assert torch.equal(chunked, whole)
+    direct = torch.stack([torch.cov(s[u == k].T, correction=0) for k in range(20)])
+    torch.testing.assert_close(whole, direct, atol=1e-5, rtol=1e-6)  # covariances (+ the tiny ridge)
