@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -143,6 +144,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--restarts", type=positive_int, default=1,
         help="train K models (seeds S, S+1, ...) and keep the best by held-out log-likelihood (default 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--jobs", type=positive_int, default=None,
+        help="restarts trained at once, one process each (default: K, at most the number of CPUs)",
     )  # fmt: skip
 
 
@@ -327,7 +332,8 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
 
     model_config, train_config = configs_from(args)
     if args.restarts > 1:
-        run, result, restarts = train_with_restarts(data, model_config, train_config, args.restarts)
+        jobs = args.jobs or min(args.restarts, os.cpu_count() or 1)
+        run, result, restarts = train_with_restarts(data, model_config, train_config, args.restarts, jobs=jobs)
     else:
         (run, result), restarts = train(data, model_config, train_config, checkpoint=checkpoint), []
     metrics = evaluate(run, data)

@@ -3,13 +3,20 @@
 The likelihood of a flow is exact, so it is a principled criterion: restarts share
 one validation split and the run with the highest validation log-likelihood is kept.
 MCC (when true sources are known) is recorded for the report only, never used to choose.
+With ``jobs > 1`` the restarts train in that many worker processes at once (one torch
+thread each, as set in the train config), so K restarts on K cores take the wall time of one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import multiprocessing
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, replace
+
+import torch
+from tqdm.auto import tqdm
 
 from .config import ModelConfig, TrainConfig
 from .data import Dataset
@@ -40,26 +47,53 @@ def train_with_restarts(
     restarts: int,
     progress: bool = True,
     trainer: Trainer = train,
+    jobs: int = 1,
 ) -> tuple[Run, TrainResult, list[Restart]]:
     """Train ``restarts`` models (seeds ``seed, seed + 1, ...``) on one split; keep the best.
 
-    Returns the kept run, its training result and one :class:`Restart` per candidate.
+    ``jobs``: how many restarts train at once, each in its own process (``trainer`` must
+    then be a module-level function). Returns the kept run, its training result and one
+    :class:`Restart` per candidate, in seed order.
     """
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
     split_seed = train_config.seed if train_config.split_seed is None else train_config.split_seed
-    best: tuple[Run, TrainResult] | None = None
-    candidates: list[Restart] = []
-    for k in range(restarts):
-        config = replace(train_config, seed=train_config.seed + k, split_seed=split_seed)
-        run, result = trainer(data, model_config, config, progress)
+    configs = [replace(train_config, seed=train_config.seed + k, split_seed=split_seed) for k in range(restarts)]
+    if jobs == 1:
+        outcomes = [trainer(data, model_config, config, progress) for config in configs]
+    else:
+        outcomes = list(_train_in_processes(data, model_config, configs, progress, trainer, jobs))
+    candidates = []
+    for config, (_, result) in zip(configs, outcomes):
         kept_epoch = result.history[result.best_epoch - 1] if result.history else {}
         candidates.append(Restart(config.seed, result.best_val_log_likelihood, kept_epoch.get("mcc"), result.seconds))
-        if best is None or _score(result.best_val_log_likelihood) > _score(best[1].best_val_log_likelihood):
-            best = (run, result)
-            for candidate in candidates:
-                candidate.chosen = candidate is candidates[-1]
-    return best[0], best[1], candidates
+    best = max(range(restarts), key=lambda k: _score(candidates[k].val_log_likelihood))  # first of equals
+    candidates[best].chosen = True
+    return outcomes[best][0], outcomes[best][1], candidates
+
+
+def _train_in_processes(
+    data: Dataset, model_config: ModelConfig, configs: list[TrainConfig], progress: bool, trainer: Trainer, jobs: int
+) -> Iterator[tuple[Run, TrainResult]]:
+    """The trainer's outcomes in the order of ``configs``, trained ``jobs`` at a time.
+
+    Workers are spawned, not forked (a forked torch may hang on its thread pool), and train
+    without their own progress bars; one bar counts finished restarts.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(configs)), mp_context=context) as pool:
+        futures = [pool.submit(_train_worker, trainer, data, model_config, config) for config in configs]
+        with tqdm(total=len(futures), desc="restarts", mininterval=1.0, disable=None if progress else True) as bar:
+            for future in futures:
+                yield future.result()
+                bar.update()
+
+
+def _train_worker(trainer: Trainer, data: Dataset, model_config: ModelConfig, config: TrainConfig):
+    torch.set_num_threads(config.threads)
+    return trainer(data, model_config, config, False)
 
 
 def _score(value: float) -> float:

@@ -3,11 +3,13 @@ import math
 
 import numpy as np
 import pytest
+import torch
 
 from iflow.cli import main
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data import make_dataset
 from iflow.selection import train_with_restarts
+from iflow.synthetic import SyntheticConfig, generate
 from iflow.training import TrainResult
 
 # Fake restarts: validation log-likelihood by training seed, and an MCC that disagrees with it,
@@ -40,10 +42,27 @@ def test_restarts_keep_the_best_held_out_likelihood_not_the_best_mcc():
     assert {c.split_seed for c in calls} == {10}  # every restart is scored on the same held-out rows
 
 
-def test_restarts_must_be_positive():
+def test_restarts_and_jobs_must_be_positive():
     data = make_dataset(np.zeros((4, 2), np.float32), np.zeros(4, np.int64))
     with pytest.raises(ValueError, match="restarts"):
         train_with_restarts(data, ModelConfig(), TrainConfig(), 0, trainer=fake_trainer([]))
+    with pytest.raises(ValueError, match="jobs"):
+        train_with_restarts(data, ModelConfig(), TrainConfig(), 2, trainer=fake_trainer([]), jobs=0)
+
+
+def test_restarts_in_parallel_processes_match_one_after_another():
+    """Each restart is fixed by its seed, so worker processes change the wall time, not the result."""
+    synthetic = generate(SyntheticConfig(sources=2, segments=3, per_segment=100, seed=3))
+    data = make_dataset(synthetic.x, synthetic.u, synthetic.s)
+    model = ModelConfig(depth=1, hidden=8)
+    config = TrainConfig(epochs=2, batch_size=64, seed=4)
+    serial = train_with_restarts(data, model, config, 3, progress=False, jobs=1)
+    parallel = train_with_restarts(data, model, config, 3, progress=False, jobs=2)
+    assert [r.val_log_likelihood for r in parallel[2]] == [r.val_log_likelihood for r in serial[2]]
+    assert [r.chosen for r in parallel[2]] == [r.chosen for r in serial[2]]
+    assert len({r.val_log_likelihood for r in serial[2]}) == 3  # the restarts differ from each other
+    for a, b in zip(serial[0].model.state_dict().values(), parallel[0].model.state_dict().values()):
+        assert torch.equal(a, b)
 
 
 def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path, capsys):
@@ -54,7 +73,7 @@ def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path, capsys):
     )
     run = tmp_path / "run"
     args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "64", "--depth", "1", "--hidden", "8"]
-    assert main([*args, "--restarts", "3", "--seed", "5", "--out", str(run)]) == 0
+    assert main([*args, "--restarts", "3", "--jobs", "2", "--seed", "5", "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     restarts = metrics["restarts"]
     assert [r["seed"] for r in restarts] == [5, 6, 7]
