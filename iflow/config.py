@@ -50,7 +50,7 @@ class TrainConfig:
 
     epochs: int = 32
     batch_size: int = 512
-    lr: float = 1e-2
+    lr: float = 2e-2
     weight_decay: float = 0.0
     schedule: str = "cosine"
     val_fraction: float = 0.1
