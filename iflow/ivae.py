@@ -132,6 +132,10 @@ class VAE(nn.Module):
             beta, TC or annealing weights.
         product_posterior: q(z | x, u) is the encoder's (label-free) Gaussian times the
             prior p(z | u), normalised (:func:`gaussian_product`); needs a Gaussian prior.
+            The M-step then moves q with the prior, so it is an EM step, not the exact
+            maximiser over the prior: with one factor variance v, its fixed point is a
+            prior variance of Var(m) - v per label (m: the factor means), and 0 (the
+            posterior collapses onto the prior) where v exceeds that spread.
     """
 
     exact_likelihood = False
