@@ -118,6 +118,7 @@ NOTES = """Notes:
   | seed 1: flow-shaped iVAE (decoder mean = spline flow inverse, encoder mean = flow + MLP correction), ELBO, M-step, 6 epochs | 0.516 (0.588 after epoch 1, falling) | | 52 |
   | seed 1: posterior variance started at 1 instead of e^-6, 15 epochs: ELBO / IW K = 8 | 0.521 / 0.511 | | |
   | IW bound K = 8, 60 epochs (the `ivae` row now) | 0.568, 0.658, 0.567, 0.640, 0.728 | 0.632 | 95 |
+  | IW bound K = 8, 90 epochs (bound 0.35; up to 176 CPU s, at the 3-minute limit) | 0.555, 0.668, 0.589, 0.661, 0.742 | 0.643 | 158 |
   | product posterior (`--encoder product`, see below), IW bound K = 8 | 0.556, 0.642, 0.562, 0.577, 0.635 | 0.595 | 52 |
   | product posterior, IW bound K = 8, 60 epochs | 0.541, 0.691, 0.569, 0.605, 0.671 | 0.615 | 112 |
   | product posterior, ELBO | 0.495, 0.674, 0.575, 0.585, 0.616 | 0.589 | 34 |
@@ -148,12 +149,13 @@ NOTES = """Notes:
   With a product posterior the M-step moves q too (an EM step); its fixed point collapses a segment's prior
   variance to 0 where the factor is broader than the spread of its means.
 - The latent estimate: the self-normalised importance-weighted posterior mean sum_k w_k z_k / sum_k w_k (K = 100
-  draws from q) moves MCC by at most 0.011 either way on the same trained models (all 30 scratch models of the
+  draws from q) moves MCC by at most 0.011 either way on the same trained models (all 35 scratch models of the
   table), so `iflow encode` keeps q's mean.
 - 60 epochs instead of 30 (the `ivae` and `vae` rows now; about 95 CPU s per model): the iVAE goes from 0.614 +-
   0.057 to 0.632 +- 0.068, higher on 4 of 5 seeds (+0.018 on average, paired sd 0.027) with a higher bound on
   every seed (0.30 against 0.21 nats/sample on average): a small gain of the same model, within the seed
-  spread, nowhere near 0.90."""
+  spread, nowhere near 0.90. 90 epochs add another 0.011 (0.643, bound 0.35) at 146-176 CPU s per model, too
+  close to the 3-minute limit on this shared machine to be the default."""
 
 
 # Noisy part: the importance-weighted bound with K = 8 as the training objective, for 60 epochs (the best of
