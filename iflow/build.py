@@ -7,7 +7,7 @@ from collections.abc import Callable
 from nflows.transforms import CompositeTransform, Transform
 from torch import nn
 
-from .config import ModelConfig
+from .config import ENCODERS, ModelConfig
 from .decoders import OBSERVATIONS, build_observation
 from .dequantization import UnitLogit
 from .errors import UserError
@@ -49,9 +49,10 @@ def vae_family(config: ModelConfig) -> nn.Module:
     latent = config.latent_dim or config.dim
     layers = VAE_LAYERS if config.depth is None else config.depth
     identifiable = config.model == "ivae"
+    product = config.encoder == "product"  # u then enters q only through the prior factor
     prior = conditional_prior(config, latent) if identifiable else StandardNormalPrior(latent)
     return VAE(
-        GaussianEncoder(config.dim, latent, config.aux if identifiable else None, config.hidden, layers),
+        GaussianEncoder(config.dim, latent, config.aux if identifiable and not product else None, config.hidden, layers),
         mlp(latent, config.dim, config.hidden, layers),
         build_observation(config.obs, config.dim, config.noise_var, config.learn_noise),
         prior,
@@ -60,6 +61,7 @@ def vae_family(config: ModelConfig) -> nn.Module:
         anneal_steps=config.anneal_steps,
         iw_samples=config.iw_samples,
         train_samples=config.train_samples,
+        product_posterior=product,
     )
 
 
@@ -73,7 +75,16 @@ def check_model_options(config: ModelConfig) -> None:
         (config.iw_samples >= 1, f"--iw-samples must be >= 1, got {config.iw_samples}"),
         (config.train_samples >= 1, f"--train-samples must be >= 1, got {config.train_samples}"),
         (config.latent_dim >= 0, f"--latent-dim must be >= 1, got {config.latent_dim}"),
+        (config.encoder in ENCODERS, f"unknown --encoder {config.encoder!r}; choose from {list(ENCODERS)}"),
     ]
+    if config.encoder == "product":
+        checks += [
+            (config.model in VAE_BETA, "--encoder product is for the VAE family; flows have no encoder"),
+            (
+                config.model != "ivae" or config.prior in ("gauss", "gauss-var"),
+                f"--encoder product multiplies by a Gaussian prior: use --prior gauss or gauss-var, not {config.prior}",
+            ),
+        ]
     if config.train_samples > 1:
         beta = VAE_BETA.get(config.model, 1.0) if config.beta is None else config.beta
         plain_elbo = config.model != "tcvae" and beta == 1.0 and config.anneal_steps == 0

@@ -120,6 +120,9 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--train-samples", type=positive_int, default=1,
                      help="K of the training objective: 1 the ELBO (default), K > 1 the importance-weighted bound "
                      "(IWAE; needs beta 1 and no annealing)")
+    vae.add_argument("--encoder", default="mlp",
+                     help="posterior q(z | x, u): mlp (default; u added at the first layer) or product "
+                     "(a Gaussian q(z | x) times the prior p(z | u), normalised; Gaussian priors only)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -302,7 +305,7 @@ def configs_from(args: argparse.Namespace):
         hidden=args.hidden, bins=args.bins, tail_bound=args.tail_bound,
         latent_dim=args.latent_dim, obs=args.obs, noise_var=args.noise_var, learn_noise=args.learn_noise,
         beta=args.beta, anneal_steps=args.anneal_steps, iw_samples=args.iw_samples,
-        train_samples=args.train_samples,
+        train_samples=args.train_samples, encoder=args.encoder,
     )  # fmt: skip
     train_config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,

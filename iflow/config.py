@@ -10,6 +10,7 @@ from .errors import UserError
 FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
+ENCODERS = ("mlp", "product")
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ModelConfig:
     anneal_steps: int = 0  # KL weight rises from 0 to 1 over this many steps
     iw_samples: int = 100  # K of the importance-weighted log-likelihood bound
     train_samples: int = 1  # K of the training objective: 1 the ELBO, K > 1 the importance-weighted bound
+    encoder: str = "mlp"  # q(z | x, u): "mlp" (u added at the first layer) or "product" (q(z | x) times p(z | u))
 
     def flow_options(self) -> dict:
         options = {"hidden": self.hidden, "bins": self.bins, "tail_bound": self.tail_bound}

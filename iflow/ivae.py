@@ -6,7 +6,13 @@
 
 The prior p(z | u) is the shared :class:`~iflow.priors.ConditionalExpFamilyPrior`
 (iVAE) or :class:`~iflow.priors.StandardNormalPrior` with an encoder that
-ignores u (VAE, beta-VAE, beta-TC-VAE). The KL term is analytic for the
+ignores u (VAE, beta-VAE, beta-TC-VAE). With ``product_posterior`` the
+posterior is a label-free factor times the prior (pi-VAE, Zhou & Wei 2020),
+
+    q(z | x, u)  ∝  N(z; m(x), diag v(x)) p(z | u),
+
+Gaussian in closed form for the Gaussian prior families, so u enters q
+through Bayes' rule and moves with the prior. The KL term is analytic for the
 Gaussian prior families and a one-sample Monte-Carlo estimate otherwise.
 :meth:`VAE.log_prob` is the importance-weighted bound with K samples
 (Burda et al. 2016), ELBO <= IW_K <= log p(x | u), tighter as K grows.
@@ -80,6 +86,19 @@ def prior_moments(prior: nn.Module, u: Tensor) -> tuple[Tensor, Tensor] | None:
     return None
 
 
+GAUSSIAN_FAMILIES = ("gauss", "gauss-var", "standard-normal")  # the families prior_moments knows
+
+
+def gaussian_product(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of N(mean_a, var_a) N(mean_b, var_b), normalised (elementwise, broadcasting).
+
+    Precisions add and the means are precision-weighted: written with the sum of
+    the variances, so a tiny variance on either side stays finite.
+    """
+    total = var_a + var_b
+    return (mean_a * var_b + mean_b * var_a) / total, var_a * var_b / total
+
+
 def total_correlation(z: Tensor, mean: Tensor, var: Tensor) -> Tensor:
     """Minibatch-weighted-sampling estimate of TC = KL(q(z) || prod_k q(z_k)) per sample (Chen et al. 2018).
 
@@ -111,6 +130,12 @@ class VAE(nn.Module):
             ELBO, K > 1 for the importance-weighted bound (IWAE, Burda et al. 2016), which
             is tighter, so it penalises posteriors that are not Gaussian less; it has no
             beta, TC or annealing weights.
+        product_posterior: q(z | x, u) is the encoder's (label-free) Gaussian times the
+            prior p(z | u), normalised (:func:`gaussian_product`); needs a Gaussian prior.
+            The M-step then moves q with the prior, so it is an EM step, not the exact
+            maximiser over the prior: with one factor variance v, its fixed point is a
+            prior variance of Var(m) - v per label (m: the factor means), and 0 (the
+            posterior collapses onto the prior) where v exceeds that spread.
     """
 
     exact_likelihood = False
@@ -128,6 +153,7 @@ class VAE(nn.Module):
         anneal_steps: int = 0,
         iw_samples: int = 100,
         train_samples: int = 1,
+        product_posterior: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
@@ -141,11 +167,22 @@ class VAE(nn.Module):
         self.train_samples = train_samples
         if train_samples > 1 and (beta != 1.0 or tc or anneal_steps > 0):
             raise ValueError("the importance-weighted objective (train_samples > 1) needs beta 1, no TC and no annealing")
+        if product_posterior and prior.family_name not in GAUSSIAN_FAMILIES:
+            raise ValueError(f"a product posterior needs a Gaussian prior, not {prior.family_name!r}")
+        self.product_posterior = product_posterior
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @property
     def likelihood_estimator(self) -> str:
         return f"importance-weighted lower bound, K = {self.iw_samples}"
+
+    def posterior(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance ``(batch, n)`` of q(z | x, u): the encoder's, or with
+        ``product_posterior`` the encoder's times p(z | u). Every use of q goes through here."""
+        mean, var = self.encoder(x, u)
+        if self.product_posterior:
+            return gaussian_product(mean, var, *prior_moments(self.prior, u))
+        return mean, var
 
     def kl(self, mean: Tensor, var: Tensor, z: Tensor, u: Tensor) -> Tensor:
         """KL(q(z | x, u) || p(z | u)) per sample: analytic for Gaussian priors, else one-sample MC at ``z``."""
@@ -156,7 +193,7 @@ class VAE(nn.Module):
 
     def elbo(self, x: Tensor, u: Tensor) -> Tensor:
         """One-sample ELBO per sample: ``(batch,)``."""
-        mean, var = self.encoder(x, u)
+        mean, var = self.posterior(x, u)
         z = mean + var.sqrt() * torch.randn_like(mean)
         return self.observation.log_prob(x, self.decoder(z)) - self.kl(mean, var, z, u)
 
@@ -173,7 +210,7 @@ class VAE(nn.Module):
         the importance-weighted bound with K = ``train_samples`` when that is above 1."""
         if self.train_samples > 1:
             return -self.iw_bound(x, u, self.train_samples).mean()
-        mean, var = self.encoder(x, u)
+        mean, var = self.posterior(x, u)
         z = mean + var.sqrt() * torch.randn_like(mean)
         reconstruction = self.observation.log_prob(x, self.decoder(z))
         kl = self.kl(mean, var, z, u)
@@ -186,7 +223,7 @@ class VAE(nn.Module):
 
     def log_weights(self, x: Tensor, u: Tensor, samples: int) -> Tensor:
         """log p(x | z_k) + log p(z_k | u) - log q(z_k | x, u) for z_k ~ q: ``(samples, batch)``."""
-        mean, var = self.encoder(x, u)
+        mean, var = self.posterior(x, u)
         prior = self.prior(u)
         out = []
         for start in range(0, samples, IW_CHUNK):
@@ -210,11 +247,11 @@ class VAE(nn.Module):
         Their per-label means give the prior that maximises the ELBO (the M-step,
         :meth:`~iflow.priors.ConditionalExpFamilyPrior.fit_label_stats`).
         """
-        return self.prior.family.gaussian_expected_stats(*self.encoder(x, u))
+        return self.prior.family.gaussian_expected_stats(*self.posterior(x, u))
 
     def encode(self, x: Tensor, u: Tensor) -> Tensor:
         """Posterior mean E_q[z | x, u]: ``(batch, n)``."""
-        return self.encoder(x, u)[0]
+        return self.posterior(x, u)[0]
 
     def decode(self, z: Tensor) -> Tensor:
         """Mean of p(x | z): ``(batch, d)``."""

@@ -101,7 +101,8 @@ def refit_prior(model: nn.Module, x: Tensor, u: Tensor, z: Tensor | None = None)
     Sets each segment's natural parameters to the maximum-likelihood values for the
     current latents z = g(x) of a flow (pass ``z`` when already computed), or, for a VAE,
     to the maximisers of the ELBO given the posterior's expected statistics E_q[T(z)]
-    (``z`` is then not used): a data-dependent start, and exact ascent on the prior's block.
+    (``z`` is then not used): a data-dependent start, and exact ascent on the prior's block
+    (for a VAE whose posterior contains the prior, ``product_posterior``, an EM step instead).
     """
     if not has_label_prior(model, u):
         return False

@@ -115,3 +115,25 @@ def test_train_samples_reach_the_run_and_refuse_beta(noisy_data, tmp_path, capsy
     bad = argv[:-1] + [str(tmp_path / "bad"), "--model", "betavae"]
     assert main(bad) == 2
     assert "iflow: error: --train-samples 3 trains the importance-weighted bound" in capsys.readouterr().err
+
+
+def test_product_encoder_round_trip(noisy_data, tmp_path, capsys):
+    out = tmp_path / "product"
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--encoder", "product", "--epochs", "1",
+            "--batch-size", "64", "--hidden", "16", "--depth", "1", "--iw-samples", "4", "--train-samples", "3",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["encoder"] == "product"
+    run = load_run(out)
+    assert run.model.product_posterior and run.model.encoder.aux is None
+    data = load_npz(noisy_data)
+    z_path = tmp_path / "z.npz"
+    assert main(["encode", "--run", str(out), "--data", str(noisy_data), "--out", str(z_path)]) == 0
+    x, u = torch.as_tensor(run.standardized(data).x), torch.as_tensor(data.u)
+    with torch.no_grad():
+        np.testing.assert_allclose(np.load(z_path)["z"], run.model.posterior(x, u)[0].numpy(), rtol=1e-5, atol=1e-6)
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(argv[:-1] + [str(bad), "--prior", "laplace"]) == 2
+    assert "iflow: error: --encoder product multiplies by a Gaussian prior" in capsys.readouterr().err
+    assert not bad.exists()

@@ -9,7 +9,15 @@ from iflow.config import ModelConfig
 from iflow.data import AuxSpec
 from iflow.decoders import GaussianObservation
 from iflow.errors import UserError
-from iflow.ivae import VAE, GaussianEncoder, gaussian_kl, total_correlation
+from iflow.ivae import (
+    VAE,
+    GaussianEncoder,
+    gaussian_kl,
+    gaussian_product,
+    normal_log_prob,
+    prior_moments,
+    total_correlation,
+)
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior, mlp
 
 
@@ -260,12 +268,116 @@ def test_ivae_encoder_and_prior_see_u():
         ({"model": "betavae", "train_samples": 4}, "which has no beta, total-correlation or annealing"),
         ({"model": "tcvae", "train_samples": 4, "beta": 1.0}, "which has no beta, total-correlation or annealing"),
         ({"model": "ivae", "train_samples": 4, "anneal_steps": 10}, "which has no beta, total-correlation or annealing"),
+        ({"model": "ivae", "encoder": "product", "prior": "laplace"}, "use --prior gauss or gauss-var, not laplace"),
+        ({"model": "iflow", "encoder": "product"}, "--encoder product is for the VAE family"),
+        ({"model": "ivae", "encoder": "attention"}, "unknown --encoder 'attention'"),
     ],
 )
 def test_bad_model_options_raise_user_errors(changes, message):
     config = ModelConfig(dim=4, aux=AuxSpec("labels", n_labels=2), **changes)
     with pytest.raises(UserError, match=message):
         build_model(config)
+
+
+def test_gaussian_product_is_the_normalised_product_of_the_densities():
+    """Against brute force on a grid: the product of two normal densities, normalised by quadrature."""
+    grid = torch.linspace(-12, 12, 240_001)
+    cases = [(0.3, 0.5, -1.0, 2.0), (2.0, 1e-4, -3.0, 0.7), (-1.5, 4.0, 1.0, 1e-3), (0.0, 1.0, 0.0, 1.0)]
+    for case in cases:
+        mean_a, var_a, mean_b, var_b = (torch.tensor(v) for v in case)
+        log_density = normal_log_prob(grid, mean_a, var_a) + normal_log_prob(grid, mean_b, var_b)
+        density = torch.exp(log_density - log_density.max())
+        density = density / torch.trapezoid(density, grid)
+        mean = torch.trapezoid(grid * density, grid)
+        var = torch.trapezoid((grid - mean) ** 2 * density, grid)
+        got_mean, got_var = gaussian_product(mean_a, var_a, mean_b, var_b)
+        torch.testing.assert_close(got_mean, mean, rtol=1e-6, atol=1e-8)
+        torch.testing.assert_close(got_var, var, rtol=1e-5, atol=1e-9)
+        normal = torch.exp(normal_log_prob(grid, got_mean, got_var))
+        assert float((normal - density).abs().max()) < 1e-6 * float(density.max())
+
+
+def product_ivae(prior: str = "gauss", train_samples: int = 1) -> VAE:
+    torch.manual_seed(0)
+    config = ModelConfig(model="ivae", dim=4, latent_dim=2, prior=prior, aux=AuxSpec("labels", n_labels=3),
+                         hidden=8, encoder="product", train_samples=train_samples)  # fmt: skip
+    model = build_model(config)
+    with torch.no_grad():
+        model.prior.net.table.normal_(0, 0.7)
+        model.encoder.net[-1].bias[2:] = math.log(0.5)  # posterior factor as broad as the prior
+    return model
+
+
+@pytest.mark.parametrize("prior", ["gauss", "gauss-var"])
+def test_product_posterior_is_encoder_times_prior_everywhere(prior):
+    """q(z | x, u) = N(m(x), v(x)) p(z | u), normalised; encode, the KL, the M-step statistics and the
+    importance weights all see it, and the encoder itself ignores u."""
+    model = product_ivae(prior).eval()
+    assert model.encoder.aux is None
+    gen = torch.Generator().manual_seed(4)
+    x, u = torch.randn(6, 4, generator=gen), torch.tensor([0, 1, 2, 0, 1, 2])
+    with torch.no_grad():
+        factor_mean, factor_var = model.encoder(x, u)
+        prior_mean, prior_var = prior_moments(model.prior, u)
+        mean, var = model.posterior(x, u)
+        torch.testing.assert_close((mean, var), gaussian_product(factor_mean, factor_var, prior_mean, prior_var))
+        assert torch.all(var < torch.minimum(factor_var, prior_var))
+        torch.testing.assert_close(model.encode(x, u), mean)
+        torch.testing.assert_close(model.encode(x, u.roll(1)), model.posterior(x, u.roll(1))[0])
+        assert not torch.allclose(model.encode(x, u.roll(1)), mean)  # u moves the posterior
+        torch.testing.assert_close(
+            model.expected_prior_stats(x, u), model.prior.family.gaussian_expected_stats(mean, var)
+        )
+        # importance weights at the exact draw z = mean + sqrt(var) eps: the same noise reproduces the sample
+        torch.manual_seed(5)
+        log_w = model.log_weights(x, u, 1)[0]
+        torch.manual_seed(5)
+        z = mean + var.sqrt() * torch.randn(1, *mean.shape)
+        log_q = torch.distributions.Normal(mean, var.sqrt()).log_prob(z).sum(-1)
+        expected = model.observation.log_prob(x, model.decoder(z)) + model.prior(u).log_prob(z) - log_q
+        torch.testing.assert_close(log_w, expected[0])
+
+
+@pytest.mark.parametrize("train_samples", [1, 4])
+def test_product_posterior_gradients_reach_encoder_and_prior(train_samples):
+    model = product_ivae(train_samples=train_samples).train()
+    x, u = torch.randn(12, 4), torch.arange(12) % 3
+    model.loss(x, u).backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert model.prior.net.table.grad.abs().sum() > 0
+    assert model.encoder.net[0].weight.grad.abs().sum() > 0
+
+
+def test_product_posterior_m_step_is_a_fixed_point_of_the_ml_prior():
+    """With a product posterior the M-step changes q too; iterated, it converges to the prior whose
+    per-label moments match the posteriors' (the ELBO's stationary point in the prior). The factor
+    must be narrower than the spread of its means, else that point is a prior of variance 0 (collapse)."""
+    from iflow.training import refit_prior
+
+    model = product_ivae().eval()
+    with torch.no_grad():
+        model.encoder.net[-1].bias[2:] = math.log(0.01)
+        model.encoder.net[-1].weight[:2] *= 30  # factor means spread over ~1
+    x, u = torch.randn(300, 4, generator=torch.Generator().manual_seed(6)), torch.arange(300) % 3
+    for _ in range(200):
+        refit_prior(model, x, u)
+    with torch.no_grad():
+        mean, var = model.posterior(x, u)
+        prior_mean, prior_var = prior_moments(model.prior, u)
+        for label in range(3):
+            rows = u == label
+            moment = mean[rows].mean(0)
+            second = (var[rows] + mean[rows] ** 2).mean(0) - moment**2
+            torch.testing.assert_close(prior_mean[rows][0], moment, rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(prior_var[rows][0], second, rtol=1e-4, atol=1e-5)
+
+
+def test_product_posterior_needs_a_gaussian_prior():
+    encoder = GaussianEncoder(3, 2, None, hidden=8, layers=1)
+    prior = ConditionalExpFamilyPrior(2, "laplace", n_labels=3)
+    with pytest.raises(ValueError, match="needs a Gaussian prior"):
+        VAE(encoder, mlp(2, 3, 8, 1), GaussianObservation(3, 0.1), prior, product_posterior=True)
 
 
 def prior_term(model: VAE, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
