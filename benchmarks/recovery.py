@@ -8,6 +8,7 @@ recovery.json (one entry per model and seed) so the two models can run as two pr
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --model flow
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --generators leaky centered --seeds 1
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --long --generators layers4   # 2x the budget
+    OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --restarts 2 --generators layers4  # 2 processes
     python benchmarks/recovery.py --report        # writes benchmarks/recovery.md
 """
 

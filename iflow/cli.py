@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -336,14 +337,16 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
     model_config, train_config = configs_from(args)
     if args.restarts > 1:
         jobs = args.jobs or min(args.restarts, os.cpu_count() or 1)
+        started = time.perf_counter()
         run, result, restarts = train_with_restarts(data, model_config, train_config, args.restarts, jobs=jobs)
+        restarts_seconds = time.perf_counter() - started  # wall time of all restarts, parallel or not
     else:
         (run, result), restarts = train(data, model_config, train_config, checkpoint=checkpoint), []
     metrics = evaluate(run, data)
     metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
     if restarts:
         metrics["restarts"] = [r.as_dict() for r in restarts]
-        metrics["seconds"] = sum(r.seconds for r in restarts)
+        metrics["seconds"] = restarts_seconds
     if test is not None:
         metrics["test"] = evaluate(run, test)
     save_run(run, out, result, metrics)
