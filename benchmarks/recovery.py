@@ -122,7 +122,7 @@ def report() -> str:
         "gap: true model's log-likelihood minus the model's, nats/sample. CPU seconds of the training process",
         "(the machine was shared; wall seconds were within a few percent on a free core).",
         "",
-        "The unconditional flow and the longer budget were measured with lr 1e-2 (the default before lr 2e-2).",
+        "The longer budget was measured with lr 1e-2 (the default before lr 2e-2).",
         "Best of 2 restarts: `--restarts 2`, both trained at once in two processes (one per core), the one with",
         "the better held-out log-likelihood kept; CPU s per restart and wall seconds for the pair.",
         "",
