@@ -23,9 +23,9 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 from iflow.config import ModelConfig, TrainConfig
-from iflow.datasets import load_data
-from iflow.dequantization import bits_per_dim, dequantized
-from iflow.digits import LEVELS
+from iflow.data.builtin import load_data
+from iflow.data.dequantization import bits_per_dim, dequantized
+from iflow.data.digits import LEVELS
 from iflow.runs import evaluate, train
 
 HERE = Path(__file__).parent

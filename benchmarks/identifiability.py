@@ -117,8 +117,8 @@ def save_cache(cache: dict) -> None:
 
 
 def dataset(generator: dict, seed: int):
-    from iflow.data import make_dataset
-    from iflow.synthetic import SyntheticConfig, generate
+    from iflow.data.dataset import make_dataset
+    from iflow.data.synthetic import SyntheticConfig, generate
 
     d = generate(SyntheticConfig(seed=seed, **generator))
     return make_dataset(d.x, d.u, d.s, d.log_likelihood, name=f"synthetic {generator} seed {seed}")
@@ -127,7 +127,7 @@ def dataset(generator: dict, seed: int):
 def train_one(data, model_options: dict, train_options: dict, train_seed: int = 0):
     """Train with the defaults changed by the options; score on all rows and on the held-out rows."""
     from iflow.config import ModelConfig, TrainConfig
-    from iflow.data import split_indices
+    from iflow.data.dataset import split_indices
     from iflow.runs import evaluate, train
 
     config = TrainConfig(seed=train_seed, **train_options)

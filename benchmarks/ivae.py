@@ -28,10 +28,10 @@ import numpy as np
 import torch
 
 from iflow.config import ModelConfig, TrainConfig
-from iflow.data import make_dataset
+from iflow.data.dataset import make_dataset
 from iflow.metrics import mcc
 from iflow.runs import evaluate, train
-from iflow.synthetic import SyntheticConfig, generate
+from iflow.data.synthetic import SyntheticConfig, generate
 
 HERE = Path(__file__).parent
 RESULTS, REPORT = HERE / "ivae_results.json", HERE / "ivae.md"

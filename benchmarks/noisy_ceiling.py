@@ -26,7 +26,7 @@ import numpy as np
 from scipy import special, stats
 
 from iflow.metrics import mcc
-from iflow.synthetic import SyntheticConfig, generate, xtanh
+from iflow.data.synthetic import SyntheticConfig, generate, xtanh
 
 PROPOSAL_DF, PROPOSAL_WEIGHT, PROPOSAL_WIDEN = 4.0, 0.85, 1.5
 CHUNK = 1000  # points per block of importance samples (bounds memory)

@@ -26,11 +26,11 @@ import numpy as np
 import torch
 
 from iflow.config import ModelConfig, TrainConfig
-from iflow.data import make_dataset
+from iflow.data.dataset import make_dataset
 from iflow.metrics import mcc
 from iflow.runs import evaluate, train
 from iflow.selection import train_with_restarts
-from iflow.synthetic import SyntheticConfig, generate
+from iflow.data.synthetic import SyntheticConfig, generate
 
 GENERATORS = {  # name: SyntheticConfig options (all else as `iflow data synthetic` defaults)
     "xtanh": {},

@@ -18,10 +18,10 @@ import torch
 from nflows.transforms import CompositeTransform, PiecewiseRationalQuadraticCouplingTransform
 from torch import Tensor, nn
 
-from iflow.flows import FLOWS, build_flow
-from iflow.models import IdentifiableFlow
+from iflow.flows.build import FLOWS, build_flow
+from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
-from iflow.splines import RationalQuadraticCoupling
+from iflow.flows.splines import RationalQuadraticCoupling
 
 NFLOWS_SPLINE = "iflow spline, nflows' RQ coupling"
 

@@ -221,7 +221,7 @@ def setup_torch(args: argparse.Namespace) -> None:
     """Thread count, and the device checked before any work is done."""
     import torch
 
-    from .training import resolve_device
+    from .train.trainer import resolve_device
 
     torch.set_num_threads(args.threads)
     resolve_device(args.device)
@@ -252,7 +252,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
 
     from .errors import UserError
     from .runs import save_npz
-    from .synthetic import SyntheticConfig, generate
+    from .data.synthetic import SyntheticConfig, generate
 
     check_output_file(args.out)
     fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
@@ -273,7 +273,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable:
     """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
     import shutil
 
-    from .checkpoint import CHECKPOINT_FILE
+    from .train.checkpoint import CHECKPOINT_FILE
     from .errors import UserError
     from .files import remove_stale_temporaries
 
@@ -379,11 +379,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked before the run directory is touched."""
     from dataclasses import replace
 
-    from .build import build_model
-    from .checkpoint import CHECKPOINT_FILE, Checkpointing
-    from .data import aux_spec
-    from .datasets import is_builtin, load_data
-    from .training import split_for_training, uses_linear_fit
+    from .models.build import build_model
+    from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
+    from .data.dataset import aux_spec
+    from .data.builtin import is_builtin, load_data
+    from .train.trainer import split_for_training, uses_linear_fit
 
     setup_torch(args)
     model_config, train_config = configs_from(args)
@@ -412,7 +412,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from .data import load_npz
+    from .data.dataset import load_npz
     from .runs import encode_dataset, load_run, save_npz
 
     setup_torch(args)
@@ -426,7 +426,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .datasets import load_data
+    from .data.builtin import load_data
     from .runs import evaluate, load_run
 
     setup_torch(args)
@@ -456,7 +456,7 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 def cmd_consistency(args: argparse.Namespace) -> None:
     from .consistency import consistency
-    from .datasets import load_data
+    from .data.builtin import load_data
     from .errors import UserError
     from .runs import load_run
 
@@ -479,9 +479,9 @@ def cmd_consistency(args: argparse.Namespace) -> None:
 def cmd_demo(args: argparse.Namespace) -> None:
     from types import SimpleNamespace
 
-    from .data import make_dataset
+    from .data.dataset import make_dataset
     from .metrics import mcc
-    from .synthetic import SyntheticConfig, generate
+    from .data.synthetic import SyntheticConfig, generate
 
     setup_torch(args)
     prepare_run_dir(args.out, overwrite=args.overwrite)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from .data import AuxSpec
+from .data.dataset import AuxSpec
 from .errors import UserError
 
 FORMAT_VERSION = 1

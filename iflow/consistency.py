@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .data import Dataset
+from .data.dataset import Dataset
 from .metrics import mcc
 from .runs import Run, encode_dataset
 

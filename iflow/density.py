@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data import make_dataset
+from .data.dataset import make_dataset
 from .runs import Run, sample
-from .training import as_tensors, batched
+from .train.trainer import as_tensors, batched
 
 
 def log_density(run: Run, x: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from .data import Dataset
+from .data.dataset import Dataset
 from .metrics import mcc
 from .plotting import plot_recovered_sources, plot_restarts, plot_training_curves
 from .runs import Run, atomic_write

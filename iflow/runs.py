@@ -3,7 +3,7 @@
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
 ``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
-:mod:`iflow.checkpoint`), removed once the run is saved.
+:mod:`iflow.train.checkpoint`), removed once the run is saved.
 """
 
 from __future__ import annotations
@@ -17,16 +17,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from .build import build_model
-from .checkpoint import Checkpointing
+from .models.build import build_model
+from .train.checkpoint import Checkpointing
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
-from .data import Dataset, Standardizer, aux_spec, check_aux
-from .decoders import check_observations
-from .dequantization import dequantized
+from .data.dataset import Dataset, Standardizer, aux_spec, check_aux
+from .models.decoders import check_observations
+from .data.dequantization import dequantized
 from .errors import UserError
 from .files import atomic_write
 from .metrics import mcc
-from .training import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
+from .train.trainer import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
 
@@ -101,7 +101,7 @@ def evaluate(run: Run, data: Dataset) -> dict:
     Bits/dim = -log p(x | u) / (d ln 2). With a known true log-likelihood
     (synthetic data), ``true_log_likelihood`` and the ``gap`` (true - model) too.
     Discrete data (``data.dequantize``) are dequantised with a fixed seed first, so
-    bits/dim follows :mod:`iflow.dequantization`. With a known true entropy H,
+    bits/dim follows :mod:`iflow.data.dequantization`. With a known true entropy H,
     ``entropy`` and ``nll_minus_entropy`` = -log-likelihood - H (>= 0 up to Monte Carlo error).
     """
     data = dequantized(data)

@@ -19,9 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ModelConfig, TrainConfig
-from .data import Dataset
+from .data.dataset import Dataset
 from .runs import Run, train
-from .training import TrainResult
+from .train.trainer import TrainResult
 
 Trainer = Callable[[Dataset, ModelConfig, TrainConfig, bool], tuple[Run, TrainResult]]
 

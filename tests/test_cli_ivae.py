@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from iflow.cli import main
-from iflow.data import load_npz
+from iflow.data.dataset import load_npz
 from iflow.runs import encode_dataset, load_run
 
 

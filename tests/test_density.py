@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from iflow.build import build_model
+from iflow.models.build import build_model
 from iflow.config import ModelConfig, TrainConfig
-from iflow.data import AuxSpec, Standardizer, make_dataset
+from iflow.data.dataset import AuxSpec, Standardizer, make_dataset
 from iflow.density import class_samples, grid_log_density, log_density
 from iflow.runs import Run, evaluate
 

@@ -16,10 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from iflow.build import MODELS, build_model
+from iflow.models.build import MODELS, build_model
 from iflow.config import ModelConfig
-from iflow.data import AuxSpec
-from iflow.flows import FLOWS, build_flow
+from iflow.data.dataset import AuxSpec
+from iflow.flows.build import FLOWS, build_flow
 from iflow.priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
 
 

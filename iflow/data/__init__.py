@@ -1,0 +1,1 @@
+"""Data: arrays and files, auxiliary variables, standardisation, generators and built-in sets."""

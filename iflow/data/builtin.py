@@ -1,0 +1,64 @@
+"""From a ``--data`` spec to a :class:`~iflow.data.dataset.Dataset`: built-in sets by name, files by suffix.
+
+Built-in sets have a fixed held-out test split, which ``iflow eval`` uses:
+the 2-D densities (see :mod:`iflow.data.toy2d`) draw ``TOY_SIZES[split]`` points
+with a seed per split; digits has a fixed 80/20 split. A file is one data set:
+training splits off its own validation rows and ``eval`` scores the whole file.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import Dataset, load_csv, load_npz, make_dataset
+from ..errors import UserError
+from .toy2d import DENSITIES
+
+TOY_SIZES = {"train": 30_000, "test": 20_000}
+TOY_SEEDS = {"train": 0, "test": 1}
+SPLITS = ("train", "test")
+BUILTIN = (*DENSITIES, "digits")
+
+
+@cache
+def toy_entropy(name: str) -> float:
+    """The density's Monte Carlo entropy (seeded, computed once per process)."""
+    return DENSITIES[name].entropy()
+
+
+def load_toy(name: str, split: str) -> Dataset:
+    """A seeded sample of a 2-D density; with its true log-density and entropy when they exist."""
+    density = DENSITIES[name]
+    x = density.sample(TOY_SIZES[split], np.random.default_rng(TOY_SEEDS[split]))
+    log_p = density.log_prob(x) if density.has_density else None
+    data = make_dataset(x, np.zeros(len(x), dtype=np.int64), true_log_likelihood=log_p, name=f"{name} ({split} split)")
+    data.entropy = toy_entropy(name) if density.has_density else None
+    return data
+
+
+def is_builtin(spec: str) -> bool:
+    return spec in BUILTIN
+
+
+def load_data(spec: str | Path, split: str = "train") -> Dataset:
+    """A built-in set's ``split`` (``"train"`` or ``"test"``), or a ``.npz`` / ``.csv`` file (all rows)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = str(spec)
+    if spec in DENSITIES:
+        return load_toy(spec, split)
+    if spec == "digits":
+        from .digits import load_digits
+
+        return load_digits(split)
+    path = Path(spec)
+    if path.is_dir():
+        raise UserError(f"{spec}: is a folder, not a data file")
+    if path.suffix.lower() == ".csv":
+        return load_csv(path)
+    if path.suffix.lower() == ".npz" or path.exists():  # load_npz names what else the file is
+        return load_npz(path)
+    raise UserError(f"{spec}: unknown data set; give one of {', '.join(BUILTIN)} or a .npz or .csv file")

@@ -1,0 +1,276 @@
+"""Data sets as tensors: loading and validating user files, auxiliary variables, splits.
+
+A data file is an ``.npz`` with ``x`` (n, d) floats, ``u`` integer labels (n,)
+or floats (n, m), and optionally ``s`` (n, k) true sources and
+``true_log_likelihood`` (n,) (written by the synthetic generator).
+"""
+
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError
+
+
+@dataclass
+class AuxSpec:
+    """How u is fed to the prior: integer labels (``n_labels``) or floats (``aux_dim``)."""
+
+    kind: str  # "labels" or "continuous"
+    n_labels: int | None = None
+    aux_dim: int | None = None
+
+    def describe(self) -> str:
+        if self.kind == "labels":
+            return f"u: {self.n_labels} integer labels -> prior parameters from an embedding table"
+        return f"u: {self.aux_dim}-dim floats -> prior parameters from an MLP"
+
+
+@dataclass
+class Dataset:
+    """``x: (n, d)`` float32, ``u: (n,)`` int64 or ``(n, m)`` float32, ``s: (n, k)`` or None.
+
+    Optional descriptions used by density estimation:
+    ``entropy``: the true differential entropy of x (nats), when known;
+    ``dequantize``: bin width of discrete x (uniform noise U(0, width) is added in
+    training, fresh per batch, and in evaluation, with a fixed seed), 0 for continuous x;
+    ``bounds``: (lo, hi) range of the dequantised x, mapped to [0, 1) by a fixed affine map;
+    ``image_shape``: (C, H, W) when each row of x is a flattened image.
+    """
+
+    x: np.ndarray
+    u: np.ndarray
+    s: np.ndarray | None = None
+    true_log_likelihood: np.ndarray | None = None
+    source: str = "<memory>"
+    u_was_one_hot: bool = False
+    entropy: float | None = None
+    dequantize: float | np.ndarray = 0.0
+    bounds: tuple[float, float] | None = None
+    image_shape: tuple[int, int, int] | None = None
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.x.shape[1]
+
+
+@dataclass
+class Standardizer:
+    """Per-dimension affine map x -> (x - mean) / std, remembered in the run."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, x: np.ndarray) -> Standardizer:
+        std = x.std(0)
+        return cls(x.mean(0), np.where(std > 0, std, 1.0))
+
+    @classmethod
+    def unit_range(cls, lo: float, hi: float, dim: int) -> Standardizer:
+        """The fixed map x -> (x - lo) / (hi - lo) onto [0, 1), for bounded (dequantised) data."""
+        return cls(np.full(dim, float(lo)), np.full(dim, float(hi - lo)))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+    def inverse(self, x: np.ndarray) -> np.ndarray:
+        return (x * self.std + self.mean).astype(np.float32)
+
+    @property
+    def log_abs_det(self) -> float:
+        """log|det| of the standardisation, added to log-likelihoods of standardised x."""
+        return float(-np.log(self.std).sum())
+
+    def to_dict(self) -> dict:
+        return {"mean": self.mean.tolist(), "std": self.std.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Standardizer:
+        return cls(np.asarray(d["mean"], dtype=np.float64), np.asarray(d["std"], dtype=np.float64))
+
+
+def looks_one_hot(u: np.ndarray) -> bool:
+    """True for a float (n, m) array whose rows are one-hot vectors."""
+    return u.ndim == 2 and u.shape[1] > 1 and bool(np.all((u == 0) | (u == 1))) and bool(np.all(u.sum(1) == 1))
+
+
+def normalize_aux(u: np.ndarray, name: str) -> np.ndarray:
+    """Validate u and convert one-hot rows to integer labels.
+
+    Returns int64 labels (n,) or float32 (n, m).
+    """
+    if u.ndim == 2 and u.shape[1] == 1:
+        u = u[:, 0]
+    if u.ndim == 1:
+        if np.issubdtype(u.dtype, np.integer) or np.issubdtype(u.dtype, np.bool_):
+            labels = u.astype(np.int64)
+        else:
+            if not np.all(np.isfinite(u)):
+                raise UserError(f"{name}: u contains NaN or inf")
+            if not np.all(u == np.round(u)):
+                raise UserError(f"{name}: u is 1-D but not integer labels (non-integer values such as {u[u != np.round(u)][0]})")
+            labels = u.astype(np.int64)
+        if labels.min() < 0:
+            raise UserError(f"{name}: u has negative labels (min {labels.min()}); labels must be 0, 1, 2, ...")
+        return labels
+    if u.ndim == 2:
+        if not np.all(np.isfinite(u)):
+            raise UserError(f"{name}: u contains NaN or inf")
+        if looks_one_hot(u):
+            return u.argmax(1).astype(np.int64)
+        return u.astype(np.float32)
+    raise UserError(f"{name}: u must have shape (n,) or (n, m), got {u.shape}")
+
+
+def is_real_numeric(a: np.ndarray) -> bool:
+    """Integers, floats or booleans (not complex, strings or objects)."""
+    return bool(np.issubdtype(a.dtype, np.integer) or np.issubdtype(a.dtype, np.floating) or a.dtype == np.bool_)
+
+
+def validate(x: np.ndarray, u: np.ndarray, s: np.ndarray | None, name: str, ll: np.ndarray | None = None) -> None:
+    """Raise :class:`UserError` naming the file and the problem for any malformed array."""
+    if x.ndim != 2:
+        raise UserError(f"{name}: x must have shape (n, d), got {x.shape}")
+    if x.shape[0] == 0:
+        raise UserError(f"{name}: the data set is empty")
+    if x.shape[1] == 0:
+        raise UserError(f"{name}: x has no columns (shape {x.shape})")
+    if not is_real_numeric(x):
+        raise UserError(f"{name}: x must be real numbers, got dtype {x.dtype}")
+    with np.errstate(over="ignore", invalid="ignore"):
+        bad = int((~np.isfinite(x.astype(np.float32))).sum())
+    if bad:
+        raise UserError(f"{name}: x contains NaN or inf, or values beyond float32 ({bad} entries)")
+    if u.ndim == 0 or u.shape[0] != x.shape[0]:
+        raise UserError(f"{name}: u has {u.shape[0] if u.ndim else 0} rows but x has {x.shape[0]}")
+    if not is_real_numeric(u):
+        raise UserError(f"{name}: u must be numbers (integer labels or floats), got dtype {u.dtype}")
+    if s is not None:
+        if s.ndim != 2 or s.shape[0] != x.shape[0]:
+            raise UserError(f"{name}: s must have shape ({x.shape[0]}, k), got {s.shape}")
+        if not is_real_numeric(s):
+            raise UserError(f"{name}: s must be finite real numbers, got dtype {s.dtype}")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.all(np.isfinite(s.astype(np.float32))):
+                raise UserError(f"{name}: s contains NaN or inf, or values beyond float32")
+    if ll is not None and (ll.shape != (x.shape[0],) or not is_real_numeric(ll)):
+        raise UserError(f"{name}: true_log_likelihood must be {x.shape[0]} numbers, got shape {ll.shape} ({ll.dtype})")
+
+
+def make_dataset(
+    x: np.ndarray,
+    u: np.ndarray,
+    s: np.ndarray | None = None,
+    true_log_likelihood: np.ndarray | None = None,
+    name: str = "<memory>",
+) -> Dataset:
+    """Validate arrays and build a :class:`Dataset` (raises :class:`UserError`)."""
+    x = np.asarray(x)
+    u = np.asarray(u)
+    s = None if s is None else np.asarray(s)
+    true_log_likelihood = None if true_log_likelihood is None else np.asarray(true_log_likelihood)
+    validate(x, u, s, name, true_log_likelihood)
+    return Dataset(
+        x=x.astype(np.float32),
+        u=normalize_aux(u, name),
+        s=None if s is None else np.asarray(s, dtype=np.float32),
+        true_log_likelihood=true_log_likelihood,
+        source=name,
+        u_was_one_hot=looks_one_hot(u),
+    )
+
+
+def load_npz(path: str | Path) -> Dataset:
+    """Load and validate a data file; every problem becomes one :class:`UserError`."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    if path.is_file():
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        if not magic.startswith((b"PK", b"\x93NUMPY")):  # numpy would call anything else "pickled data"
+            raise UserError(f"{path}: not an .npz file (it does not start like a zip archive)")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise UserError(f"{path}: a single .npy array, not an .npz archive with x and u")
+        with archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+    for key in ("x", "u"):
+        if key not in arrays:
+            raise UserError(f"{path}: missing array {key!r} (found {sorted(arrays) or 'none'})")
+    return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), str(path))
+
+
+def load_csv(path: str | Path) -> Dataset:
+    """A comma-separated file of floats, one sample per row, no header; u = 0 for every row."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: no such file")
+    try:
+        x = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except ValueError:
+        raise UserError(f"{path}: {first_csv_problem(path)}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not a readable CSV file ({exc})") from None
+    return make_dataset(x, np.zeros(x.shape[0], dtype=np.int64), name=str(path))
+
+
+def first_csv_problem(path: Path) -> str:
+    """Describe the first line that keeps a CSV from being a rectangular table of floats."""
+    width = None
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            cells = line.strip().split(",")
+            for cell in cells:
+                try:
+                    float(cell)
+                except ValueError:
+                    kind = "a header or text" if number == 1 else "a non-number"
+                    text = cell.strip()[:30]
+                    return f"line {number}: {text!r} is not a float ({kind}; the CSV must hold floats only, no header)"
+            if width is not None and len(cells) != width:
+                return f"line {number}: {len(cells)} columns, but earlier rows have {width} (ragged rows)"
+            width = len(cells)
+    return "not a rectangular table of floats"
+
+
+def aux_spec(u: np.ndarray, name: str = "<memory>") -> AuxSpec:
+    """The prior input a data set calls for (labels must be 0..K-1 with K at most the number of rows)."""
+    if u.ndim == 1:
+        n_labels = int(u.max()) + 1
+        if n_labels > len(u):
+            raise UserError(f"{name}: u has label {n_labels - 1} but only {len(u)} rows; labels must be 0, 1, 2, ...")
+        return AuxSpec("labels", n_labels=n_labels)
+    return AuxSpec("continuous", aux_dim=u.shape[1])
+
+
+def check_aux(u: np.ndarray, spec: AuxSpec, name: str) -> None:
+    """Raise :class:`UserError` if u does not fit a trained model's prior."""
+    if spec.kind == "labels":
+        if u.ndim != 1:
+            raise UserError(f"{name}: the model was trained on integer labels u, got u of shape {u.shape}")
+        if u.max() >= spec.n_labels:
+            unseen = sorted(set(np.unique(u[u >= spec.n_labels]).tolist()))[:5]
+            raise UserError(f"{name}: u has labels unseen in training {unseen} (the model knows 0..{spec.n_labels - 1})")
+    elif u.ndim != 2 or u.shape[1] != spec.aux_dim:
+        raise UserError(f"{name}: the model expects u of shape (n, {spec.aux_dim}), got {u.shape}")
+
+
+def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random split into (train, validation) row indices."""
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = round(n * val_fraction)
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])

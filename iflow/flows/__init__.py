@@ -1,0 +1,1 @@
+"""Normalizing-flow transforms: presets on nflows, the spline coupling, the multi-scale Glow."""

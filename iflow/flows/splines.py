@@ -1,0 +1,326 @@
+"""A fast monotone rational-quadratic spline with linear tails (Durkan et al., *Neural Spline Flows*, 2019).
+
+:func:`rational_quadratic_spline` computes the same function as nflows'
+``unconstrained_rational_quadratic_spline(..., tails="linear")``: the same
+parameterisation (softmax bin widths and heights, softplus inner derivatives,
+the same minimum width, height and derivative, slope 1 at the interval ends),
+the same bin convention and the same formulas, forward and inverse. It
+differs in how: nflows selects the points inside ``[-B, B]`` by boolean
+indexing, writes them back by index-put, searches bins with a tolerance hack and
+gathers six tables one by one, all under autograd; here every point goes through
+the spline (clamped to the interval) and one ``torch.where`` restores the linear
+tails, the bin is a count of inner knots below the point, one gather reads the
+bin's knots and one its slopes, and the forward direction (the one training
+differentiates) has a hand-written backward pass, so autograd records one node
+instead of about a hundred. On iflow's sizes (batch 512, 3 transformed features,
+8 bins) forward + backward of the spline alone is about 2x faster than
+nflows'; the whole training step of the default flow about 1.35x
+(benchmarks/throughput.md). First-order gradients only: the backward pass is
+not itself differentiable (nothing in iflow needs second derivatives).
+
+:class:`RationalQuadraticCoupling` is nflows' ``PiecewiseRationalQuadraticCouplingTransform``
+(same conditioner layout, so ``iflow.flows.build.spline_identity_bias`` still makes it
+the identity) with this spline inside.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from nflows.transforms import PiecewiseRationalQuadraticCouplingTransform
+from nflows.transforms.splines.rational_quadratic import (
+    DEFAULT_MIN_BIN_HEIGHT,
+    DEFAULT_MIN_BIN_WIDTH,
+    DEFAULT_MIN_DERIVATIVE,
+)
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+
+class _Constants(NamedTuple):
+    bins: int
+    tail_bound: float
+    scale: float  # unnormalised widths and heights are divided by it before the softmax
+    min_bin_width: float
+    min_bin_height: float
+    min_derivative: float
+
+
+def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The knots and slopes at both ends of each point's bin, and what their gradient needs.
+
+    ``params: (n, 3K - 1)`` (K unnormalised widths, K heights, K - 1 inner
+    derivatives); ``search: (n,)`` the points, clamped to ``[-B, B]``, located
+    among the x knots (forward) or the y knots (inverse). Returns ``(n, 3, 2)``:
+    rows x knot, y knot, slope; columns left and right end of the bin. Computed
+    as nflows does: softmax, floor, cumulative sum mapped to [-B, B] with the end
+    knots exactly -B and B, slopes ``min_derivative + softplus`` and 1 at the ends.
+    """
+    n, bins, bound = params.shape[0], c.bins, c.tail_bound
+    if c.min_bin_width == c.min_bin_height:
+        floor: float | Tensor = c.min_bin_width
+    else:
+        floor = params.new_tensor([[c.min_bin_width], [c.min_bin_height]])
+    probs = torch.softmax(params[:, : 2 * bins].reshape(n, 2, bins) / c.scale, dim=-1)
+    sizes = floor + (1 - floor * bins) * probs
+    inner = 2 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound  # knots 1 .. K-1, as nflows computes them
+    # bin k is [knot_k, knot_{k+1}): nflows' convention, the last bin closed on the right
+    bin_idx = (search.unsqueeze(-1) >= inner[:, int(inverse)]).sum(-1, keepdim=True)  # (n, 1)
+    ends = inner.new_full((n, 2, 1), bound)
+    knots = torch.cat([-ends, inner, ends], dim=-1)  # (n, 2, K + 1)
+    both = torch.cat([bin_idx, bin_idx + 1], dim=-1)  # (n, 2): left and right knot of the bin
+    xy = knots.gather(-1, both.unsqueeze(1).expand(n, 2, 2))  # (n, [x, y], [left, right])
+    end_slope = math.log(math.exp(1 - c.min_derivative) - 1)  # softplus + min_derivative == 1, nflows' expression
+    raw = F.pad(params[:, 2 * bins :], (1, 1), value=end_slope).gather(-1, both)  # (n, [left, right])
+    slopes = c.min_derivative + F.softplus(raw)
+    return torch.cat([xy, slopes.unsqueeze(1)], dim=1), (probs, both, raw)
+
+
+def _bin_table_grad(grad: Tensor, saved: tuple[Tensor, ...], c: _Constants) -> Tensor:
+    """Gradient of :func:`_bin_table` with respect to ``params``, given ``grad: (n, 3, 2)``.
+
+    The bin index is piecewise constant. The gradient is scattered back onto the
+    K + 1 knots and slopes of each row; knot j (0 < j < K) is
+    2B sum_{i<j} size_i - B, so size i collects the knot gradients of
+    j = i + 1 .. K - 1 (a cumulative sum); the end knots and slopes are
+    constants. Then the softmax and the softplus.
+    """
+    probs, both, raw = saved
+    n, bins = grad.shape[0], c.bins
+    grad = torch.cat([grad[:, :2], (grad[:, 2] * torch.sigmoid(raw)).unsqueeze(1)], dim=1)  # softplus' = sigmoid
+    on_knots = grad.new_zeros(n, 3, bins + 1).scatter_add_(-1, both.unsqueeze(1).expand(n, 3, 2), grad)
+    below = on_knots[:, :2, :bins].cumsum(-1)  # (n, 2, K): gradient of knots 0 .. i
+    floor = (
+        c.min_bin_width
+        if c.min_bin_width == c.min_bin_height
+        else grad.new_tensor([[c.min_bin_width], [c.min_bin_height]])
+    )
+    grad_probs = (below[..., -1:] - below) * ((2 * c.tail_bound / c.scale) * (1 - floor * bins))
+    grad_logits = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
+    return torch.cat([grad_logits.reshape(n, 2 * bins), on_knots[:, 2, 1:bins]], dim=-1)
+
+
+class _BinQuantities(torch.autograd.Function):
+    """:func:`_bin_table` as an autograd function (used by the inverse)."""
+
+    @staticmethod
+    def forward(ctx, params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> Tensor:
+        table, saved = _bin_table(params, search, c, inverse)
+        ctx.save_for_backward(*saved)
+        ctx.constants = c
+        return table
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        return _bin_table_grad(grad, ctx.saved_tensors, ctx.constants), None, None, None
+
+
+class _ForwardSpline(torch.autograd.Function):
+    """The spline x -> y with its log-derivative, and a hand-written backward pass.
+
+    With theta = (x - x_k) / w, u = 1 - theta, T = theta u, delta = h / w and
+    s = d_k + d_{k+1} - 2 delta (nflows' formulas):
+
+        y = y_k + h N / D,                 N = delta theta^2 + d_k T,   D = delta + s T
+        log dy/dx = log(delta^2 M) - 2 log D,   M = d_{k+1} theta^2 + 2 delta T + d_k u^2
+
+    Backward: the partial derivatives of y and log dy/dx in theta, delta, h, d_k
+    and d_{k+1} (dy/dtheta = w dy/dx = h delta M / D^2), then through theta and
+    delta to the knots and x, then :func:`_bin_table_grad`. Outside ``[-B, B]``:
+    y = x and log dy/dx = 0.
+    """
+
+    @staticmethod
+    def forward(ctx, inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
+        outside = inputs.abs() > c.tail_bound
+        clamped = inputs.clamp(-c.tail_bound, c.tail_bound)
+        table, saved = _bin_table(params, clamped.reshape(-1), c, inverse=False)
+        table = table.reshape(inputs.shape + (3, 2))
+        x_lo, y_lo = table[..., 0, 0], table[..., 1, 0]
+        d_lo, d_hi = table[..., 2, 0], table[..., 2, 1]
+        sizes = table[..., :2, 1] - table[..., :2, 0]
+        width, height = sizes[..., 0], sizes[..., 1]
+        delta = height / width
+        theta = (clamped - x_lo) / width
+        u = 1 - theta
+        t = theta * u
+        theta2, u2 = theta.square(), u.square()
+        slope_sum = torch.add(d_lo, d_hi).sub_(delta, alpha=2)
+        den = torch.addcmul(delta, slope_sum, t)
+        shape = torch.addcmul(d_lo * t, delta, theta2)
+        outputs = torch.where(outside, inputs, torch.addcdiv(y_lo, height * shape, den))
+        m = torch.addcmul(d_hi * theta2, delta, t, value=2).addcmul_(d_lo, u2)
+        logabsdet = torch.log(delta.square().mul_(m)).sub_(torch.log(den), alpha=2).masked_fill_(outside, 0.0)
+        ctx.save_for_backward(
+            outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, *saved
+        )
+        ctx.constants = c
+        return outputs, logabsdet
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor, grad_logdet: Tensor):
+        outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, *saved = (
+            ctx.saved_tensors
+        )
+        gy = grad_out.masked_fill(outside, 0.0)
+        gl = grad_logdet.masked_fill(outside, 0.0)
+        a = (gy * height).div_(den.square())  # gy h / D^2
+        gm = gl / m  # gl / M
+        gd = torch.div(gl, den).mul_(2)  # 2 gl / D
+        p = a * t
+        q = p * shape
+        qr = torch.addcmul(q, gd, t)
+        g_d_hi = torch.mul(gm, theta2).sub_(qr)
+        g_d_lo = torch.mul(p, den).addcmul_(gm, u2).sub_(qr)
+        g_height = torch.mul(gy, shape).div_(den)
+        v = torch.mul(t, -2).add_(1)  # 1 - 2T = dD/ddelta
+        g_delta = (
+            torch.mul(a, theta2).mul_(den).add_(torch.div(gl, delta), alpha=2).addcmul_(gm, t, value=2)
+            .addcmul_(torch.mul(a, shape).add_(gd), v, value=-1)
+        )  # fmt: skip
+        one_minus_2theta = u - theta
+        dm_half = torch.mul(d_hi, theta).addcmul_(delta, one_minus_2theta).addcmul_(d_lo, u, value=-1)  # dM/dtheta / 2
+        g_theta = (
+            torch.mul(a, delta).mul_(m).addcmul_(gm, dm_half, value=2)
+            .addcmul_(torch.mul(gd, slope_sum), one_minus_2theta, value=-1)
+        )  # fmt: skip
+        g_theta_w = g_theta.div_(width)
+        g_delta_w = g_delta.div_(width)
+        g_x_lo = torch.mul(g_delta_w, delta).addcmul_(g_theta_w, u, value=-1)
+        g_x_hi = torch.neg(g_theta_w).sub_(g_x_lo)
+        g_y_hi = g_height.add_(g_delta_w)
+        g_y_lo = gy - g_y_hi
+        grad_table = torch.stack([g_x_lo, g_x_hi, g_y_lo, g_y_hi, g_d_lo, g_d_hi], dim=-1).reshape(-1, 3, 2)
+        grad_inputs = torch.where(outside, grad_out, g_theta_w)
+        return grad_inputs, _bin_table_grad(grad_table, saved, ctx.constants), None
+
+
+def _inverse_spline(inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
+    """The inverse y -> x (nflows' root formula) on autograd, and its log-derivative."""
+    bound = c.tail_bound
+    inside = (inputs >= -bound) & (inputs <= bound)
+    clamped = inputs.clamp(-bound, bound)
+    table = _BinQuantities.apply(params, clamped.detach().reshape(-1), c, True)
+    (x_lo, x_hi), (y_lo, y_hi), (d_lo, d_hi) = (
+        row.unbind(-1) for row in table.reshape(inputs.shape + (3, 2)).unbind(-2)
+    )
+    width = x_hi - x_lo
+    height = y_hi - y_lo
+    delta = height / width
+    slope_sum = d_lo + d_hi - 2 * delta
+    shifted = clamped - y_lo
+    a = shifted * slope_sum + height * (delta - d_lo)
+    b = height * d_lo - shifted * slope_sum
+    c_ = -delta * shifted
+    discriminant = (b.square() - 4 * a * c_).clamp_min(0)  # nflows asserts >= 0; rounding can go below
+    theta = (2 * c_) / (-b - discriminant.sqrt())
+    outputs = theta * width + x_lo
+    t = theta * (1 - theta)
+    denominator = delta + slope_sum * t
+    m = d_hi * theta.square() + 2 * delta * t + d_lo * (1 - theta).square()
+    logabsdet = 2 * torch.log(denominator) - torch.log(delta.square() * m)
+    return torch.where(inside, outputs, inputs), torch.where(inside, logabsdet, logabsdet.new_zeros(()))
+
+
+def spline_from_packed(
+    inputs: Tensor,
+    params: Tensor,
+    inverse: bool = False,
+    tail_bound: float = 1.0,
+    scale: float = 1.0,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor]:
+    """:func:`rational_quadratic_spline` on packed parameters ``params: (..., 3K - 1)``.
+
+    The last axis holds K unnormalised widths, K unnormalised heights (both
+    divided by ``scale`` before the softmax, as nflows' coupling does with
+    sqrt(hidden features)) and K - 1 unnormalised inner derivatives.
+    """
+    bins = (params.shape[-1] + 1) // 3
+    if min_bin_width * bins > 1.0:
+        raise ValueError("Minimal bin width too large for the number of bins")
+    if min_bin_height * bins > 1.0:
+        raise ValueError("Minimal bin height too large for the number of bins")
+    c = _Constants(bins, float(tail_bound), float(scale), min_bin_width, min_bin_height, min_derivative)
+    params = params.reshape(inputs.numel(), 3 * bins - 1)
+    if inverse:
+        return _inverse_spline(inputs, params, c)
+    return _ForwardSpline.apply(inputs, params, c)
+
+
+def rational_quadratic_spline(
+    inputs: Tensor,
+    unnormalized_widths: Tensor,
+    unnormalized_heights: Tensor,
+    unnormalized_derivatives: Tensor,
+    inverse: bool = False,
+    tail_bound: float = 1.0,
+    min_bin_width: float = DEFAULT_MIN_BIN_WIDTH,
+    min_bin_height: float = DEFAULT_MIN_BIN_HEIGHT,
+    min_derivative: float = DEFAULT_MIN_DERIVATIVE,
+) -> tuple[Tensor, Tensor]:
+    """Elementwise monotone RQ spline on ``[-B, B]``, identity outside; returns ``(outputs, logabsdet)``.
+
+    ``inputs: (...)``; ``unnormalized_widths``, ``unnormalized_heights: (..., K)``;
+    ``unnormalized_derivatives: (..., K - 1)`` (the inner knots; the end knots
+    have slope 1 to match the linear tails). ``logabsdet: (...)`` is elementwise
+    (not summed); with ``inverse=True`` it is that of the inverse map. Arguments
+    and results are those of nflows' ``unconstrained_rational_quadratic_spline``
+    with ``tails="linear"``.
+    """
+    params = torch.cat([unnormalized_widths, unnormalized_heights, unnormalized_derivatives], dim=-1)
+    return spline_from_packed(inputs, params, inverse, tail_bound, 1.0, min_bin_width, min_bin_height, min_derivative)
+
+
+class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
+    """nflows' RQ spline coupling with linear tails, computed by :func:`spline_from_packed`.
+
+    Same constructor, parameter layout, conditioner-output scaling (widths and
+    heights divided by sqrt(hidden features)) and state dict as nflows; ``tails``
+    is always ``"linear"``. On ``x: (batch, dim)`` the split and merge are an
+    ``index_select`` and an ``index_copy`` instead of nflows' advanced indexing
+    and index-put; other inputs take nflows' path.
+    """
+
+    def __init__(self, mask: Tensor, transform_net_create_fn, num_bins: int = 8, tail_bound: float = 4.0, **kwargs):
+        super().__init__(
+            mask, transform_net_create_fn, num_bins=num_bins, tails="linear", tail_bound=tail_bound, **kwargs
+        )
+        hidden = getattr(self.transform_net, "hidden_features", None)
+        hidden = hidden or getattr(self.transform_net, "hidden_channels", 1)  # nflows scales by either, else by 1
+        self.logit_scale = math.sqrt(hidden)
+
+    def _coupling(self, inputs: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
+        if inputs.dim() != 2 or self.unconditional_transform is not None:
+            return super().inverse(inputs, context) if inverse else super().forward(inputs, context)
+        if inputs.shape[1] != self.features:
+            raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
+        params = self.transform_net(inputs.index_select(1, self.identity_features), context)
+        params = params.reshape(inputs.shape[0], self.num_transform_features, -1)  # as nflows lays them out
+        outputs, logabsdet = self._piecewise_cdf(inputs.index_select(1, self.transform_features), params, inverse)
+        return inputs.index_copy(1, self.transform_features, outputs), logabsdet.sum(1)
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._coupling(inputs, context, inverse=False)
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return self._coupling(inputs, context, inverse=True)
+
+    def _piecewise_cdf(self, inputs: Tensor, transform_params: Tensor, inverse: bool = False) -> tuple[Tensor, Tensor]:
+        return spline_from_packed(
+            inputs,
+            transform_params,
+            inverse=inverse,
+            tail_bound=self.tail_bound,
+            scale=self.logit_scale,
+            min_bin_width=self.min_bin_width,
+            min_bin_height=self.min_bin_height,
+            min_derivative=self.min_derivative,
+        )

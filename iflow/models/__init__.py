@@ -1,0 +1,1 @@
+"""The models: the identifiable flow, the VAE family, their decoders, and the builder that names them."""

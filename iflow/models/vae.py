@@ -1,0 +1,264 @@
+"""The identifiable VAE (Khemakhem et al. 2020) and its non-identifiable baselines.
+
+    p(x, z | u) = p(x | z) p(z | u),      q(z | x, u) = N(mu(x, u), diag sigma^2(x, u))
+
+    ELBO(x, u) = E_q[log p(x | z)] - KL(q(z | x, u) || p(z | u))       <= log p(x | u)
+
+The prior p(z | u) is the shared :class:`~iflow.priors.ConditionalExpFamilyPrior`
+(iVAE) or :class:`~iflow.priors.StandardNormalPrior` with an encoder that
+ignores u (VAE, beta-VAE, beta-TC-VAE). With ``product_posterior`` the
+posterior is a label-free factor times the prior (pi-VAE, Zhou & Wei 2020),
+
+    q(z | x, u)  ∝  N(z; m(x), diag v(x)) p(z | u),
+
+Gaussian in closed form for the Gaussian prior families, so u enters q
+through Bayes' rule and moves with the prior. The KL term is analytic for the
+Gaussian prior families and a one-sample Monte-Carlo estimate otherwise.
+:meth:`VAE.log_prob` is the importance-weighted bound with K samples
+(Burda et al. 2016), ELBO <= IW_K <= log p(x | u), tighter as K grows.
+
+Shapes: ``x: (batch, d)``, ``u: (batch,)`` labels or ``(batch, aux_dim)``
+floats, ``z: (batch, n)``; sample axes come first, ``(K, batch, n)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..data.dataset import AuxSpec
+from ..priors import LOG_2PI, Gaussian, mlp, repeat_condition
+
+LOG_VAR_RANGE = (-12.0, 8.0)  # keeps exp(log_var) finite early in training
+INITIAL_LOG_VAR = -6.0  # posteriors start narrow, so early decoders see informative z (less collapse)
+IW_CHUNK = 10  # importance samples per decoder pass in log_prob (bounds memory)
+
+
+class GaussianEncoder(nn.Module):
+    """q(z | x, u) = N(mean, diag var), an MLP on x with u added at the first layer.
+
+    Integer labels enter through an embedding table, float u through a linear
+    map; with ``aux=None`` the encoder is q(z | x) (the VAE baselines).
+    """
+
+    def __init__(self, x_dim: int, latent_dim: int, aux: AuxSpec | None, hidden: int = 64, layers: int = 3):
+        super().__init__()
+        self.net = mlp(x_dim, 2 * latent_dim, hidden, layers)
+        with torch.no_grad():
+            self.net[-1].bias[latent_dim:] = INITIAL_LOG_VAR
+        width = self.net[0].out_features
+        self.aux: nn.Module | None = None
+        if aux is not None and aux.kind == "labels":
+            self.aux = nn.Embedding(aux.n_labels, width)
+            nn.init.zeros_(self.aux.weight)
+        elif aux is not None:
+            self.aux = nn.Linear(aux.aux_dim, width, bias=False)
+
+    def forward(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and variance, each ``(batch, n)``."""
+        h = self.net[0](x)
+        if self.aux is not None:
+            h = h + self.aux(u)
+        mean, log_var = self.net[1:](h).chunk(2, dim=-1)
+        return mean, torch.exp(log_var.clamp(*LOG_VAR_RANGE))
+
+
+def normal_log_prob(z: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """Elementwise log N(z; mean, var) (broadcasting)."""
+    return -0.5 * ((z - mean) ** 2 / var + torch.log(var) + LOG_2PI)
+
+
+def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) -> Tensor:
+    """KL(N(mean_q, diag var_q) || N(mean_p, diag var_p)) summed over the last axis."""
+    return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1).sum(-1)
+
+
+def prior_moments(prior: nn.Module, u: Tensor) -> tuple[Tensor, Tensor] | None:
+    """Mean and variance ``(batch, n)`` of a Gaussian prior p(z | u); None for other families."""
+    eta = prior.natural_params(u)
+    if prior.family_name in ("gauss", "standard-normal"):
+        return Gaussian.mean_variance(eta)
+    if prior.family_name == "gauss-var":
+        variance = -0.5 / eta[..., 0]
+        return torch.zeros_like(variance), variance
+    return None
+
+
+GAUSSIAN_FAMILIES = ("gauss", "gauss-var", "standard-normal")  # the families prior_moments knows
+
+
+def gaussian_product(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and variance of N(mean_a, var_a) N(mean_b, var_b), normalised (elementwise, broadcasting).
+
+    Precisions add and the means are precision-weighted: written with the sum of
+    the variances, so a tiny variance on either side stays finite.
+    """
+    total = var_a + var_b
+    return (mean_a * var_b + mean_b * var_a) / total, var_a * var_b / total
+
+
+def total_correlation(z: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """Minibatch-weighted-sampling estimate of TC = KL(q(z) || prod_k q(z_k)) per sample (Chen et al. 2018).
+
+    log q(z_i) ~ logsumexp_j log q(z_i | x_j) - log(N M), likewise per component.
+    The data-set size N only adds the constant (n - 1) log(N M), which has no
+    gradient; we take N = M, so the value is shifted, the gradient is not.
+    """
+    log_q = normal_log_prob(z.unsqueeze(1), mean.unsqueeze(0), var.unsqueeze(0))  # (M, M, n)
+    log_norm = 2 * math.log(z.shape[0])
+    log_joint = torch.logsumexp(log_q.sum(-1), dim=1) - log_norm
+    log_marginals = (torch.logsumexp(log_q, dim=1) - log_norm).sum(-1)
+    return log_joint - log_marginals
+
+
+class VAE(nn.Module):
+    """A VAE with a (conditional) prior; the iVAE when ``prior`` is conditional.
+
+    Args:
+        encoder: q(z | x, u), returns mean and variance.
+        decoder: network z -> parameters of p(x | z).
+        observation: one of :mod:`iflow.models.decoders`.
+        prior: ``prior(u)`` -> distribution over z with ``natural_params``.
+        beta: weight of the KL term (beta-VAE), or of the TC term when ``tc``.
+        tc: beta-TC-VAE objective: ELBO - (beta - 1) TC.
+        anneal_steps: the KL weight rises linearly from 0 to 1 over this many
+            training steps (0: no annealing); counted in the ``step`` buffer.
+        iw_samples: K of the importance-weighted bound in :meth:`log_prob`.
+        train_samples: K of the training objective: 1 for the (beta-weighted, annealed)
+            ELBO, K > 1 for the importance-weighted bound (IWAE, Burda et al. 2016), which
+            is tighter, so it penalises posteriors that are not Gaussian less; it has no
+            beta, TC or annealing weights.
+        product_posterior: q(z | x, u) is the encoder's (label-free) Gaussian times the
+            prior p(z | u), normalised (:func:`gaussian_product`); needs a Gaussian prior.
+            The M-step then moves q with the prior, so it is an EM step, not the exact
+            maximiser over the prior: with one factor variance v, its fixed point is a
+            prior variance of Var(m) - v per label (m: the factor means), and 0 (the
+            posterior collapses onto the prior) where v exceeds that spread.
+    """
+
+    exact_likelihood = False
+    sample_kind = "decoder mean E[x | z] at prior draws z ~ p(z | u)"
+    encode_kind = "posterior mean E[z | x, u]"
+
+    def __init__(
+        self,
+        encoder: GaussianEncoder,
+        decoder: nn.Module,
+        observation: nn.Module,
+        prior: nn.Module,
+        beta: float = 1.0,
+        tc: bool = False,
+        anneal_steps: int = 0,
+        iw_samples: int = 100,
+        train_samples: int = 1,
+        product_posterior: bool = False,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        self.decoder = decoder
+        self.observation = observation
+        self.prior = prior
+        self.beta = beta
+        self.tc = tc
+        self.anneal_steps = anneal_steps
+        self.iw_samples = iw_samples
+        self.train_samples = train_samples
+        if train_samples > 1 and (beta != 1.0 or tc or anneal_steps > 0):
+            raise ValueError("the importance-weighted objective (train_samples > 1) needs beta 1, no TC and no annealing")
+        if product_posterior and prior.family_name not in GAUSSIAN_FAMILIES:
+            raise ValueError(f"a product posterior needs a Gaussian prior, not {prior.family_name!r}")
+        self.product_posterior = product_posterior
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def likelihood_estimator(self) -> str:
+        return f"importance-weighted lower bound, K = {self.iw_samples}"
+
+    def posterior(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance ``(batch, n)`` of q(z | x, u): the encoder's, or with
+        ``product_posterior`` the encoder's times p(z | u). Every use of q goes through here."""
+        mean, var = self.encoder(x, u)
+        if self.product_posterior:
+            return gaussian_product(mean, var, *prior_moments(self.prior, u))
+        return mean, var
+
+    def kl(self, mean: Tensor, var: Tensor, z: Tensor, u: Tensor) -> Tensor:
+        """KL(q(z | x, u) || p(z | u)) per sample: analytic for Gaussian priors, else one-sample MC at ``z``."""
+        moments = prior_moments(self.prior, u)
+        if moments is not None:
+            return gaussian_kl(mean, var, *moments)
+        return normal_log_prob(z, mean, var).sum(-1) - self.prior(u).log_prob(z)
+
+    def elbo(self, x: Tensor, u: Tensor) -> Tensor:
+        """One-sample ELBO per sample: ``(batch,)``."""
+        mean, var = self.posterior(x, u)
+        z = mean + var.sqrt() * torch.randn_like(mean)
+        return self.observation.log_prob(x, self.decoder(z)) - self.kl(mean, var, z, u)
+
+    def kl_weight(self) -> float:
+        """Annealing factor in [0, 1]; advances one step per training call of :meth:`loss`."""
+        if self.training:
+            self.step += 1
+        if self.anneal_steps <= 0:
+            return 1.0
+        return min(1.0, float(self.step) / self.anneal_steps)
+
+    def loss(self, x: Tensor, u: Tensor) -> Tensor:
+        """Mean negative training objective of a batch: the (beta-weighted, annealed) ELBO, or
+        the importance-weighted bound with K = ``train_samples`` when that is above 1."""
+        if self.train_samples > 1:
+            return -self.iw_bound(x, u, self.train_samples).mean()
+        mean, var = self.posterior(x, u)
+        z = mean + var.sqrt() * torch.randn_like(mean)
+        reconstruction = self.observation.log_prob(x, self.decoder(z))
+        kl = self.kl(mean, var, z, u)
+        weight = self.kl_weight()
+        if self.tc:
+            penalty = weight * kl + (self.beta - 1) * total_correlation(z, mean, var)
+        else:
+            penalty = weight * self.beta * kl
+        return (penalty - reconstruction).mean()
+
+    def log_weights(self, x: Tensor, u: Tensor, samples: int) -> Tensor:
+        """log p(x | z_k) + log p(z_k | u) - log q(z_k | x, u) for z_k ~ q: ``(samples, batch)``."""
+        mean, var = self.posterior(x, u)
+        prior = self.prior(u)
+        out = []
+        for start in range(0, samples, IW_CHUNK):
+            k = min(IW_CHUNK, samples - start)
+            z = mean + var.sqrt() * torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device)
+            log_q = normal_log_prob(z, mean, var).sum(-1)
+            out.append(self.observation.log_prob(x, self.decoder(z)) + prior.log_prob(z) - log_q)
+        return torch.cat(out)
+
+    def iw_bound(self, x: Tensor, u: Tensor, samples: int) -> Tensor:
+        """Importance-weighted lower bound on log p(x | u) with K = ``samples``: ``(batch,)``."""
+        return torch.logsumexp(self.log_weights(x, u, samples), dim=0) - math.log(samples)
+
+    def log_prob(self, x: Tensor, u: Tensor) -> Tensor:
+        """Importance-weighted lower bound on log p(x | u) with K = ``iw_samples``: ``(batch,)``."""
+        return self.iw_bound(x, u, self.iw_samples)
+
+    def expected_prior_stats(self, x: Tensor, u: Tensor) -> Tensor:
+        """E_q[T(z)] under q(z | x, u) for the prior's family: ``(batch, n, n_stats)``.
+
+        Their per-label means give the prior that maximises the ELBO (the M-step,
+        :meth:`~iflow.priors.ConditionalExpFamilyPrior.fit_label_stats`).
+        """
+        return self.prior.family.gaussian_expected_stats(*self.posterior(x, u))
+
+    def encode(self, x: Tensor, u: Tensor) -> Tensor:
+        """Posterior mean E_q[z | x, u]: ``(batch, n)``."""
+        return self.posterior(x, u)[0]
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Mean of p(x | z): ``(batch, d)``."""
+        return self.observation.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def sample(self, n: int, u: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
+        """Decoder means at ``n`` prior draws given ``u`` (one condition or ``n``): ``(n, d)``."""
+        device = next(self.parameters()).device
+        return self.decode(self.prior.sample(repeat_condition(n, u, device), generator))

@@ -1,0 +1,1 @@
+"""Training: the one trainer, its checkpoints and the linear refit."""

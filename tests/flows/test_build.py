@@ -1,0 +1,121 @@
+import warnings
+
+import pytest
+import torch
+from nflows.transforms import ActNorm
+
+from iflow.flows.build import (
+    FLOWS,
+    AffineCoupling,
+    ElementwiseSpline,
+    LULinear,
+    alternating_mask,
+    build_flow,
+    residual_net_factory,
+)
+
+DIM = 5
+
+
+def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> None:
+    """Move every parameter away from its (identity) initialisation."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
+
+
+def single_transforms(dim: int = DIM) -> dict:
+    return {
+        "affine_coupling": AffineCoupling(alternating_mask(dim, 0), residual_net_factory(16)),
+        "lu_linear": LULinear(dim, identity_init=True),
+        "elementwise_spline": ElementwiseSpline(dim, bins=6, tail_bound=2.0),
+        "actnorm": ActNorm(dim),
+    }
+
+
+ALL = {**{f"flow:{name}": (lambda n=name: build_flow(n, DIM, depth=2, hidden=16)) for name in FLOWS},
+       **{name: (lambda n=name: single_transforms()[n]) for name in single_transforms()}}  # fmt: skip
+
+
+@pytest.fixture(params=sorted(ALL))
+def transform(request):
+    torch.manual_seed(0)
+    t = ALL[request.param]()
+    randomize(t)
+    t.eval()  # actnorm: no data-dependent initialisation in these checks
+    return t
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_round_trip(transform, dtype):
+    transform.to(dtype)
+    x = 2.5 * torch.randn(64, DIM, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    z, logdet = transform(x)
+    x_back, logdet_inv = transform.inverse(z)
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(x_back, x, rtol=tol, atol=tol)
+    torch.testing.assert_close(logdet_inv, -logdet, rtol=tol, atol=tol)
+
+
+def test_logdet_matches_autograd_jacobian_float64(transform, autograd_logabsdet):
+    transform.double()
+    x = 2.5 * torch.randn(8, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    _, logdet = transform(x)
+    torch.testing.assert_close(logdet, autograd_logabsdet(transform, x), rtol=1e-9, atol=1e-9)
+
+
+def test_inverse_logdet_matches_autograd_jacobian_float64(transform, autograd_logabsdet):
+    transform.double()
+    z = 2.5 * torch.randn(8, DIM, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    _, logdet = transform.inverse(z)
+    torch.testing.assert_close(logdet, autograd_logabsdet(transform.inverse, z), rtol=1e-9, atol=1e-9)
+
+
+def test_affine_coupling_can_expand_beyond_nflows_cap():
+    """nflows 0.14 caps the scale at 1.001; ours must be able to scale up."""
+    layer = AffineCoupling(alternating_mask(4, 0), residual_net_factory(8), max_log_scale=3.0)
+    with torch.no_grad():
+        layer.transform_net.final_layer.bias[2:].fill_(2.0)  # raw log-scale of both transformed features
+    x = torch.ones(3, 4)
+    y, logdet = layer(x)
+    assert (y[:, layer.transform_features] > 5.0).all()
+    assert torch.allclose(logdet, torch.full((3,), 2 * 3.0 * torch.tanh(torch.tensor(2.0 / 3.0)).item()))
+
+
+def test_lu_linear_inverse_is_warning_free_and_matches_weight_inverse():
+    layer = LULinear(4, identity_init=False).double()
+    randomize(layer)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        z = torch.randn(10, 4, dtype=torch.float64)
+        x, _ = layer.inverse_no_cache(z)
+        w_inv = layer.weight_inverse()
+    torch.testing.assert_close(x, (z - layer.bias) @ w_inv.t())
+
+
+def test_builders_start_at_identity():
+    x = torch.randn(16, DIM)
+    for name in ("realnvp", "spline"):
+        flow = build_flow(name, DIM).eval()
+        z, logdet = flow(x)
+        torch.testing.assert_close(z, x, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(logdet, torch.zeros(16), rtol=1e-5, atol=1e-5)
+
+
+def test_unknown_flow_and_too_small_dim():
+    with pytest.raises(ValueError, match="unknown flow"):
+        build_flow("maf", 3)
+    with pytest.raises(ValueError, match="at least 2"):
+        build_flow("realnvp", 1)
+
+
+def test_gradients_reach_every_parameter():
+    for name in FLOWS:
+        flow = build_flow(name, DIM, depth=2, hidden=8)
+        randomize(flow)
+        flow.train()
+        z, logdet = flow(torch.randn(32, DIM))
+        (z.square().sum() - logdet.sum()).backward()
+        missing = [n for n, p in flow.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+        assert not missing, (name, missing)

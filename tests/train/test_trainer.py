@@ -1,0 +1,92 @@
+"""The trainer: divergence is caught and rolled back, never checkpointed; same seed, same bits."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from iflow.train.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite, load_checkpoint
+from iflow.config import ModelConfig, TrainConfig
+from iflow.data.dataset import make_dataset
+from iflow.flows.build import build_flow
+from iflow.models.identifiable_flow import IdentifiableFlow
+from iflow.priors import ConditionalExpFamilyPrior
+from iflow.runs import train
+from iflow.train.trainer import LR_DECAY, MAX_RETRIES, TrainingDiverged, fit
+
+DIM = 3
+
+
+def tiny_data(n: int = 200, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n, DIM)) * (1 + np.arange(n) % 4)[:, None]
+    return make_dataset(np.tanh(s) + 0.2 * s, np.arange(n) % 4, s, name="tiny")
+
+
+def tiny_model() -> IdentifiableFlow:
+    torch.manual_seed(0)
+    return IdentifiableFlow(build_flow("realnvp", DIM, depth=2, hidden=8), ConditionalExpFamilyPrior(DIM, n_labels=4))
+
+
+class NanAt(IdentifiableFlow):
+    """A model whose loss is NaN at the given calls (counted from 1): a divergence on cue."""
+
+    def __init__(self, bad_calls: set[int]):
+        base = tiny_model()
+        super().__init__(base.flow, base.prior)
+        self.bad_calls, self.calls = bad_calls, 0
+
+    def loss(self, x, u):
+        self.calls += 1
+        loss = super().loss(x, u)
+        return loss * math.nan if self.calls in self.bad_calls else loss
+
+
+def test_absurd_learning_rate_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_FILE
+    config = TrainConfig(epochs=3, batch_size=50, lr=1e6)
+    with pytest.raises(TrainingDiverged, match=rf"diverged.*after {MAX_RETRIES} learning-rate reductions.*--lr"):
+        fit(tiny_model(), tiny_data(), config, progress=False, checkpoint=Checkpointing(path, every=0))
+    if path.exists():  # a checkpoint may hold a good state, but never a non-finite one
+        assert all_finite(load_checkpoint(path)["model"])
+
+
+def test_a_nan_step_rolls_back_and_retries_with_a_smaller_learning_rate(caplog) -> None:
+    config = TrainConfig(epochs=3, batch_size=50, lr=1e-3, schedule="constant")
+    model = NanAt(bad_calls={5})  # 3 steps per epoch: the second step of epoch 2
+    with caplog.at_level(logging.WARNING, logger="iflow.train.trainer"):
+        result = fit(model, tiny_data(), config, progress=False)
+    assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 1e-3 * LR_DECAY, 1e-3 * LR_DECAY])
+    assert all(math.isfinite(h["train_loss"]) for h in result.history)
+    assert model.calls == 3 * 3 + 2, "epoch 2 should restart from its first step after the rollback"
+    assert "epoch 2, step 2" in caplog.text and "retry 1 of 3" in caplog.text
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_retries_are_bounded() -> None:
+    config = TrainConfig(epochs=2, batch_size=50, schedule="constant")
+    model = NanAt(bad_calls=set(range(1, 100)))
+    with pytest.raises(TrainingDiverged, match="epoch 1, step 1"):
+        fit(model, tiny_data(), config, progress=False)
+    assert model.calls == MAX_RETRIES + 1
+
+
+def trained_weights(seed: int) -> dict:
+    config = ModelConfig(flow="realnvp", depth=2, hidden=8)
+    run, _ = train(tiny_data(), config, TrainConfig(epochs=2, batch_size=50, seed=seed), progress=False)
+    return run.model.state_dict()
+
+
+def test_same_seed_gives_bit_identical_weights() -> None:
+    torch.manual_seed(123)  # the global RNG state before training must not matter
+    first = trained_weights(seed=7)
+    torch.manual_seed(456)
+    second = trained_weights(seed=7)
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = trained_weights(seed=8)
+    assert not all(torch.equal(first[k], other[k]) for k in first)
