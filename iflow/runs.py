@@ -26,6 +26,7 @@ from .data.dequantization import dequantized
 from .errors import UserError
 from .files import atomic_write
 from .metrics import mcc
+from .threads import in_train_config_threads
 from .train.trainer import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
@@ -64,6 +65,7 @@ class Run:
         return replace(data, x=self.standardizer(data.x), dequantize=dequantize)
 
 
+@in_train_config_threads
 def train(
     data: Dataset,
     model_config: ModelConfig,
