@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
+from . import __version__
 from .config import TrainConfig  # dataclasses and numpy only: keeps --help instant (no torch)
 
 DEFAULT_THREADS = 1
@@ -157,6 +158,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="iflow", description="Identifiable flows: train, recover latents, score.")
+    parser.add_argument("--version", action="version", version=f"iflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="make data sets")

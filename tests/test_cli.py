@@ -91,3 +91,12 @@ def test_help_is_instant_and_does_not_import_torch():
     code = "import sys; from iflow.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_version_prints_the_package_version(capsys):
+    import iflow
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"iflow {iflow.__version__}"
