@@ -72,6 +72,21 @@ def fraction(text: str) -> float:
     return _float(text, lambda v: 0 < v < 1, "a fraction in (0, 1)")
 
 
+def condition_values(text: str) -> float | list[float]:
+    """``--u``: one number (a label, or continuous u) or comma-separated numbers (u of several dimensions)."""
+    try:
+        values = [int(part) if part.strip().lstrip("+-").isdigit() else float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or numbers separated by commas, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def add_data_layout_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--u-cols", type=nonnegative_int, default=0, metavar="K",
+                   help="a CSV's last K columns are u (one integer column: labels; otherwise continuous); "
+                   "default 0: no u, one label")  # fmt: skip
+
+
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help="torch CPU threads (default 1)")
@@ -172,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help=DATA_HELP)
     add_model_options(train)
     add_train_options(train)
+    add_data_layout_options(train)
     add_runtime_options(train)
     train.add_argument("--out", required=True, type=Path, help="run directory")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -196,8 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sample = commands.add_parser("sample", help="draw x from p(x | u)")
     sample.add_argument("--run", required=True, type=Path)
-    sample.add_argument("--u", required=True, type=int, help="integer label to condition on")
-    sample.add_argument("--n", required=True, type=positive_int, help="number of samples")
+    condition = sample.add_mutually_exclusive_group(required=True)
+    condition.add_argument("--u", type=condition_values, metavar="U",
+                           help="integer label, or continuous u: V or V1,V2,... in the units of the training u")
+    condition.add_argument("--u-file", type=Path, help=".npz whose array u holds one condition per draw")
+    sample.add_argument("--n", type=positive_int, help="number of samples (default with --u-file: one per row)")
     sample.add_argument("--seed", type=int, default=0)
     sample.add_argument("--out", required=True, type=Path)
     add_runtime_options(sample)
@@ -355,7 +374,7 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
     save_training_figure(result.history, out / "figures" / "training.png")
     if restarts and data.s is not None:
         save_restarts_figure(metrics["restarts"], out / "figures" / "restarts.png")
-    if data.dim == 2:
+    if data.dim == 2 and run.model_config.aux.kind == "labels":  # a density per label; none for continuous u
         save_density_figure(run, data, out / "figures" / "density.png")
     if data.image_shape is not None:
         save_class_samples_figure(run, out / "figures" / "samples.png")
@@ -385,17 +404,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .data.dataset import aux_spec
     from .data.builtin import is_builtin, load_data
+    from .inputs import single_label_warning
     from .train.trainer import split_for_training, uses_linear_fit
 
     setup_torch(args)
     model_config, train_config = configs_from(args)
-    data = load_data(args.data, "train")
+    data = load_data(args.data, "train", args.u_cols)
     test = load_data(args.data, "test") if is_builtin(args.data) else None
     split_for_training(data, train_config)
     model = build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
     uses_linear_fit(model, train_config)  # and on a --linear-fit the model cannot have
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
     print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{aux_spec(data.u, data.source).describe()}")
+    warning = None if is_builtin(args.data) else single_label_warning(aux_spec(data.u, data.source), model_config)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
@@ -445,15 +468,22 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     import numpy as np
 
+    from .errors import UserError
+    from .inputs import conditions_per_draw, read_u_file
     from .runs import load_run, sample, save_npz
 
     setup_torch(args)
     check_output_file(args.out)
     run = load_run(args.run, args.device)
-    x = sample(run, args.u, args.n, args.seed)
-    save_npz(args.out, x=x, u=np.full(args.n, args.u, dtype=np.int64))
+    u = read_u_file(args.u_file) if args.u_file is not None else np.asarray(args.u)
+    n = args.n or (len(u) if args.u_file is not None else None)
+    if n is None:
+        raise UserError("--n N is required with --u (with --u-file it defaults to the rows of u)")
+    x = sample(run, u, n, args.seed)
+    save_npz(args.out, x=x, u=conditions_per_draw(u, run.model_config.aux, n))
     kind = getattr(run.model, "sample_kind", "draws from p(x | u)")
-    print(f"wrote {args.out}: x {x.shape} for u = {args.u} ({kind})")
+    given = f"the {len(u)} conditions of {args.u_file}" if args.u_file is not None else f"u = {args.u}"
+    print(f"wrote {args.out}: x {x.shape} for {given} ({kind})")
 
 
 def cmd_consistency(args: argparse.Namespace) -> None:

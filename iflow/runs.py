@@ -20,7 +20,7 @@ from torch import nn
 from .models.build import build_model
 from .train.checkpoint import Checkpointing
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
-from .data.dataset import Dataset, Standardizer, aux_spec, check_aux
+from .data.dataset import Dataset, Standardizer, aux_spec, check_aux, is_real_numeric
 from .models.decoders import check_observations
 from .data.dequantization import dequantized
 from .errors import UserError
@@ -50,6 +50,7 @@ class Run:
     train_config: TrainConfig
     standardizer: Standardizer
     directory: Path | None = None
+    aux_standardizer: Standardizer | None = None  # continuous u: standardised like x (None: labels)
 
     @property
     def device(self) -> torch.device:
@@ -62,7 +63,8 @@ class Run:
         check_aux(data.u, self.model_config.aux, data.source)
         check_observations(data.x, self.model_config.obs, data.source)
         dequantize = data.dequantize / self.standardizer.std if np.any(data.dequantize) else 0.0
-        return replace(data, x=self.standardizer(data.x), dequantize=dequantize)
+        u = data.u if self.aux_standardizer is None else self.aux_standardizer(data.u)
+        return replace(data, x=self.standardizer(data.x), u=u, dequantize=dequantize)
 
 
 @in_train_config_threads
@@ -89,7 +91,8 @@ def train(
     model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source), latent_dim=latent_dim, **shape)
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
-    run = Run(model, model_config, train_config, standardizer)
+    aux_standardizer = Standardizer.fit(data.u) if model_config.aux.kind == "continuous" else None
+    run = Run(model, model_config, train_config, standardizer, aux_standardizer=aux_standardizer)
     if checkpoint is not None:  # a resumed run must have the same model too
         model_options = {f"model.{k}": v for k, v in asdict(model_config).items()}
         checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
@@ -137,6 +140,8 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
     """Write config, weights, history and metrics into ``directory`` (each file atomically)."""
     directory = Path(directory)
     config = to_dict(run.model_config, run.train_config, {"standardizer": run.standardizer.to_dict()})
+    if run.aux_standardizer is not None:
+        config["aux_standardizer"] = run.aux_standardizer.to_dict()
     checkpoint = {
         "format_version": FORMAT_VERSION,
         "model": run.model_config.model,
@@ -164,6 +169,7 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
         model_config = model_config_from_dict(config["model"])
         train_config = train_config_from_dict(config["train"])
         standardizer = Standardizer.from_dict(config["standardizer"])
+        aux_standardizer = Standardizer.from_dict(config["aux_standardizer"]) if "aux_standardizer" in config else None
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{directory / CONFIG_FILE}: unreadable run config ({exc!r})") from None
     if config.get("format_version", 0) > FORMAT_VERSION:
@@ -185,7 +191,7 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UserError(f"{directory / WEIGHTS_FILE}: weights do not fit the model in config.json ({first})") from None
     model.to(resolve_device(device)).eval()
-    return Run(model, model_config, train_config, standardizer, directory)
+    return Run(model, model_config, train_config, standardizer, directory, aux_standardizer)
 
 
 
@@ -196,13 +202,34 @@ def encode_dataset(run: Run, data: Dataset) -> np.ndarray:
     return encode(run.model, x, u).cpu().numpy()
 
 
-def sample(run: Run, label: int, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` draws of x (original units) from p(x | u = label): ``(n, d)``."""
-    aux = run.model_config.aux
-    if aux.kind != "labels":
-        raise UserError("--u LABEL needs a model trained on integer labels")
-    if not 0 <= label < aux.n_labels:
-        raise UserError(f"--u {label}: unknown label (the model knows 0..{aux.n_labels - 1})")
+def sample(run: Run, u: int | np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` draws of x (original units) from p(x | u): ``(n, d)``.
+
+    ``u``: one integer label or ``(n,)`` labels; for a model on continuous u, one value
+    ``(aux_dim,)`` or one per draw ``(n, aux_dim)``, in the units of the training u.
+    """
     generator = torch.Generator(device=run.device).manual_seed(seed)
-    x = run.model.sample(n, label, generator=generator).cpu().numpy()
+    x = run.model.sample(n, sampling_condition(run, u, n), generator=generator).cpu().numpy()
     return run.standardizer.inverse(x)
+
+
+def sampling_condition(run: Run, u: int | np.ndarray, n: int) -> int | torch.Tensor:
+    """``u`` checked against the run's prior, in the model's units (see :func:`sample`)."""
+    aux, values = run.model_config.aux, np.asarray(u)
+    shown = np.array2string(values, threshold=4, separator=",") if values.ndim else str(values)
+    if not is_real_numeric(values) or values.ndim > 2 or not np.all(np.isfinite(values)):
+        raise UserError(f"--u {shown}: u must be finite numbers")
+    if aux.kind == "labels":
+        if values.ndim > 1 or np.any(values != np.round(values)):
+            raise UserError(f"--u {shown}: the model was trained on integer labels 0..{aux.n_labels - 1}")
+        if np.any((values < 0) | (values >= aux.n_labels)):
+            raise UserError(f"--u {shown}: unknown label (the model knows 0..{aux.n_labels - 1})")
+        if values.ndim == 1 and len(values) != n:
+            raise UserError(f"--u: {len(values)} labels for {n} draws")
+        return int(values) if values.ndim == 0 else torch.as_tensor(values.astype(np.int64), device=run.device)
+    per_draw = values.reshape(n, aux.aux_dim) if values.size == n * aux.aux_dim and values.ndim > 0 else None
+    if values.size != aux.aux_dim and per_draw is None:
+        raise UserError(f"--u {shown}: the model was trained on continuous u with {aux.aux_dim} value(s) per row")
+    condition = values.reshape(1, aux.aux_dim) if per_draw is None else per_draw
+    condition = run.aux_standardizer(condition) if run.aux_standardizer is not None else condition.astype(np.float32)
+    return torch.as_tensor(condition[0] if per_draw is None else condition, device=run.device)

@@ -43,11 +43,16 @@ def is_builtin(spec: str) -> bool:
     return spec in BUILTIN
 
 
-def load_data(spec: str | Path, split: str = "train") -> Dataset:
-    """A built-in set's ``split`` (``"train"`` or ``"test"``), or a ``.npz`` / ``.csv`` file (all rows)."""
+def load_data(spec: str | Path, split: str = "train", u_columns: int = 0) -> Dataset:
+    """A built-in set's ``split`` (``"train"`` or ``"test"``), or a ``.npz`` / ``.csv`` file (all rows).
+
+    ``u_columns``: how many trailing columns of a CSV are u (see :func:`~iflow.data.dataset.load_csv`).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     spec = str(spec)
+    if u_columns and Path(spec).suffix.lower() != ".csv":
+        raise UserError(f"{spec}: --u-cols is for CSV files (an .npz holds u as its own array)")
     if spec in DENSITIES:
         return load_toy(spec, split)
     if spec == "digits":
@@ -58,7 +63,7 @@ def load_data(spec: str | Path, split: str = "train") -> Dataset:
     if path.is_dir():
         raise UserError(f"{spec}: is a folder, not a data file")
     if path.suffix.lower() == ".csv":
-        return load_csv(path)
+        return load_csv(path, u_columns)
     if path.suffix.lower() == ".npz" or path.exists():  # load_npz names what else the file is
         return load_npz(path)
     raise UserError(f"{spec}: unknown data set; give one of {', '.join(BUILTIN)} or a .npz or .csv file")

@@ -32,7 +32,7 @@ class AuxSpec:
 
 @dataclass
 class Dataset:
-    """``x: (n, d)`` float32, ``u: (n,)`` int64 or ``(n, m)`` float32, ``s: (n, k)`` or None.
+    """``x: (n, d)`` float32, ``u: (n,)`` int64 labels or ``(n, m)`` float32 (continuous), ``s: (n, k)`` or None.
 
     Optional descriptions used by density estimation:
     ``entropy``: the true differential entropy of x (nats), when known;
@@ -105,18 +105,21 @@ def looks_one_hot(u: np.ndarray) -> bool:
 def normalize_aux(u: np.ndarray, name: str) -> np.ndarray:
     """Validate u and convert one-hot rows to integer labels.
 
-    Returns int64 labels (n,) or float32 (n, m).
+    Returns int64 labels (n,) or float32 (n, m). Integers (n,) or (n, 1) and integer-valued
+    floats (n,) are labels; a float column (n, 1), or floats (n,) that are not all integers,
+    is one continuous auxiliary variable (a time stamp), returned as (n, 1).
     """
-    if u.ndim == 2 and u.shape[1] == 1:
+    integer_typed = np.issubdtype(u.dtype, np.integer) or np.issubdtype(u.dtype, np.bool_)
+    if u.ndim == 2 and u.shape[1] == 1 and integer_typed:
         u = u[:, 0]
     if u.ndim == 1:
-        if np.issubdtype(u.dtype, np.integer) or np.issubdtype(u.dtype, np.bool_):
+        if integer_typed:
             labels = u.astype(np.int64)
         else:
             if not np.all(np.isfinite(u)):
                 raise UserError(f"{name}: u contains NaN or inf")
             if not np.all(u == np.round(u)):
-                raise UserError(f"{name}: u is 1-D but not integer labels (non-integer values such as {u[u != np.round(u)][0]})")
+                return u[:, None].astype(np.float32)
             labels = u.astype(np.int64)
         if labels.min() < 0:
             raise UserError(f"{name}: u has negative labels (min {labels.min()}); labels must be 0, 1, 2, ...")
@@ -212,18 +215,28 @@ def load_npz(path: str | Path) -> Dataset:
     return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), str(path))
 
 
-def load_csv(path: str | Path) -> Dataset:
-    """A comma-separated file of floats, one sample per row, no header; u = 0 for every row."""
+def load_csv(path: str | Path, u_columns: int = 0) -> Dataset:
+    """A comma-separated file of floats, one sample per row, no header.
+
+    The last ``u_columns`` columns are u: one integer-valued column is labels, one column
+    of other numbers a continuous u (n, 1), several columns one-hot labels or continuous
+    u (n, m). With ``u_columns = 0``, u = 0 for every row (a single label).
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
     try:
-        x = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+        table = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError:
         raise UserError(f"{path}: {first_csv_problem(path)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV file ({exc})") from None
-    return make_dataset(x, np.zeros(x.shape[0], dtype=np.int64), name=str(path))
+    if u_columns < 0 or u_columns >= table.shape[1]:
+        raise UserError(f"{path}: --u-cols {u_columns} leaves no x columns ({table.shape[1]} columns in the file)")
+    if u_columns == 0:
+        return make_dataset(table, np.zeros(table.shape[0], dtype=np.int64), name=str(path))
+    u = table[:, -u_columns:]
+    return make_dataset(table[:, :-u_columns], u[:, 0] if u_columns == 1 else u, name=str(path))
 
 
 def first_csv_problem(path: Path) -> str:

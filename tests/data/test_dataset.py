@@ -20,6 +20,17 @@ def test_float_u_stays_continuous_and_integer_floats_become_labels():
     assert make_dataset(np.zeros((3, 2)), np.array([0.0, 1.0, 1.0])).u.dtype == np.int64
 
 
+def test_one_float_column_or_non_integer_floats_are_one_continuous_u():
+    """A time stamp: (n, 1) floats, or (n,) floats that are not all integers; integer columns stay labels."""
+    for u in (np.array([[0.0], [1.0], [2.0]]), np.array([0.5, 1.0, 7.25])):
+        data = make_dataset(np.zeros((3, 2)), u)
+        assert data.u.shape == (3, 1) and data.u.dtype == np.float32
+        assert aux_spec(data.u) == AuxSpec("continuous", aux_dim=1)
+        np.testing.assert_array_equal(data.u[:, 0], u.ravel())
+    labels = make_dataset(np.zeros((3, 2)), np.array([[0], [2], [1]]))
+    assert labels.u.dtype == np.int64 and labels.u.shape == (3,)
+
+
 @pytest.mark.parametrize(
     "x, u, s, message",
     [
@@ -27,7 +38,7 @@ def test_float_u_stays_continuous_and_integer_floats_become_labels():
         (np.zeros(3), np.zeros(3, int), None, r"shape \(n, d\)"),
         (np.zeros((3, 2)), np.zeros(4, int), None, "u has 4 rows"),
         (np.zeros((3, 2)), np.array([0, -1, 1]), None, "negative"),
-        (np.zeros((3, 2)), np.array([0.0, 0.5, 1.0]), None, "non-integer"),
+        (np.zeros((3, 2)), np.array([[0.0], [np.nan], [1.0]]), None, "NaN or inf"),
         (np.zeros((3, 2)), np.zeros(3, int), np.zeros((2, 2)), "s must have shape"),
         (np.zeros((0, 2)), np.zeros(0, int), None, "empty"),
     ],
