@@ -87,6 +87,12 @@ def add_data_layout_options(p: argparse.ArgumentParser) -> None:
                    "default 0: no u, one label")  # fmt: skip
 
 
+def add_split_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default=None,
+                   help="rows to read: train or val, the run's training or held-out validation rows of the data it was "
+                   "trained on; all, every row (default for a file); test, a built-in set's test split (its default)")  # fmt: skip
+
+
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help="torch CPU threads (default 1)")
@@ -198,8 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     encode = commands.add_parser("encode", help="recover latents z = g(x)")
     encode.add_argument("--run", required=True, type=Path)
-    encode.add_argument("--data", required=True, type=Path)
+    encode.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets: their test split")
     encode.add_argument("--out", required=True, type=Path, help="output .npz holding z (n, k), rows in input order")
+    add_split_option(encode)
+    add_data_layout_options(encode)
     add_runtime_options(encode)
     encode.set_defaults(handler=cmd_encode)
 
@@ -207,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", required=True, type=Path)
     evaluate.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets are scored on their test split")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_split_option(evaluate)
+    add_data_layout_options(evaluate)
     add_runtime_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -224,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     agree = commands.add_parser("consistency", help="MCC between the latents of independently trained runs")
     agree.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="two or more run directories")
-    agree.add_argument("--data", required=True, type=Path, help=".npz to encode with every run")
+    agree.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets: their test split")
     agree.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_data_layout_options(agree)
     add_runtime_options(agree)
     agree.set_defaults(handler=cmd_consistency)
 
@@ -354,6 +365,7 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
     )  # fmt: skip
     from .runs import encode_dataset, evaluate, save_run, train
     from .selection import train_with_restarts
+    from .splits import training_rows
 
     model_config, train_config = configs_from(args)
     if args.restarts > 1:
@@ -364,7 +376,8 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
     else:
         (run, result), restarts = train(data, model_config, train_config, checkpoint=checkpoint), []
     metrics = evaluate(run, data)
-    metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    metrics.update(split="all", best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    metrics.update({split: evaluate(run, training_rows(run, data, split)) for split in ("train", "val")})
     if restarts:
         metrics["restarts"] = [r.as_dict() for r in restarts]
         metrics["seconds"] = restarts_seconds
@@ -431,19 +444,20 @@ def cmd_train(args: argparse.Namespace) -> None:
         score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
         kept = " (kept)" if restart["chosen"] else ""
         print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
-    print(f"{args.out}: train {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    print(f"{args.out}: training rows {format_metrics(metrics['train'])} ({metrics['seconds']:.0f} s)")
+    print(f"{args.out}: validation rows {format_metrics(metrics['val'])}")
     if test is not None:
         print(f"{args.out}: test {format_metrics(metrics['test'])}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from .data.dataset import load_npz
     from .runs import encode_dataset, load_run, save_npz
+    from .splits import load_split
 
     setup_torch(args)
     check_output_file(args.out)
     run = load_run(args.run, args.device)
-    data = load_npz(args.data)
+    data = load_split(args.data, run, args.split, args.u_cols)
     z = encode_dataset(run, data)
     save_npz(args.out, z=z)
     kind = getattr(run.model, "encode_kind", "z = g(x)")
@@ -451,12 +465,12 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .data.builtin import load_data
     from .runs import evaluate, load_run
+    from .splits import load_split
 
     setup_torch(args)
     run = load_run(args.run, args.device)
-    data = load_data(args.data, "test")
+    data = load_split(args.data, run, args.split, args.u_cols)
     metrics = evaluate(run, data)
     if args.json:
         print(json.dumps(metrics))
@@ -496,7 +510,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
         raise UserError("consistency needs at least two run directories")
     setup_torch(args)
     runs = [load_run(path, args.device) for path in args.runs]
-    report = consistency(runs, load_data(args.data, "test"))
+    report = consistency(runs, load_data(args.data, "test", args.u_cols))
     if args.json:
         print(json.dumps(report))
         return

@@ -26,7 +26,9 @@ from .data.dequantization import dequantized
 from .errors import UserError
 from .files import atomic_write
 from .metrics import mcc
+from .splits import describe_training_data
 from .threads import in_train_config_threads
+from .units import DATA_UNITS, HISTORY_UNITS, add_data_units
 from .train.trainer import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
@@ -51,6 +53,7 @@ class Run:
     standardizer: Standardizer
     directory: Path | None = None
     aux_standardizer: Standardizer | None = None  # continuous u: standardised like x (None: labels)
+    training_data: dict | None = None  # rows and fingerprint of the training data (iflow.splits)
 
     @property
     def device(self) -> torch.device:
@@ -92,11 +95,13 @@ def train(
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
     aux_standardizer = Standardizer.fit(data.u) if model_config.aux.kind == "continuous" else None
-    run = Run(model, model_config, train_config, standardizer, aux_standardizer=aux_standardizer)
+    training_data = describe_training_data(data)
+    run = Run(model, model_config, train_config, standardizer, aux_standardizer=aux_standardizer, training_data=training_data)
     if checkpoint is not None:  # a resumed run must have the same model too
         model_options = {f"model.{k}": v for k, v in asdict(model_config).items()}
         checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
     result = fit(model, run.standardized(data), train_config, progress=progress, checkpoint=checkpoint)
+    add_data_units(result.history, standardizer.log_abs_det)
     return run, result
 
 
@@ -116,6 +121,7 @@ def evaluate(run: Run, data: Dataset) -> dict:
     log_likelihood = float(batched(run.model.log_prob, x, u).mean()) + run.standardizer.log_abs_det
     out = {
         "log_likelihood": log_likelihood,
+        "log_likelihood_units": DATA_UNITS,
         "bits_per_dim": -log_likelihood / (data.dim * math.log(2)),
         "exact": bool(getattr(run.model, "exact_likelihood", False)),
         "estimator": getattr(run.model, "likelihood_estimator", "exact"),
@@ -142,6 +148,8 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
     config = to_dict(run.model_config, run.train_config, {"standardizer": run.standardizer.to_dict()})
     if run.aux_standardizer is not None:
         config["aux_standardizer"] = run.aux_standardizer.to_dict()
+    if run.training_data is not None:
+        config["training_data"] = run.training_data
     checkpoint = {
         "format_version": FORMAT_VERSION,
         "model": run.model_config.model,
@@ -150,7 +158,8 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
     atomic_write(directory / WEIGHTS_FILE, lambda f: torch.save(checkpoint, f))
     save_json(directory / CONFIG_FILE, config)
     if result is not None:
-        save_json(directory / HISTORY_FILE, {"best_epoch": result.best_epoch, "seconds": result.seconds, "epochs": result.history})
+        save_json(directory / HISTORY_FILE, {"best_epoch": result.best_epoch, "seconds": result.seconds, "epochs": result.history,
+                                             "units": HISTORY_UNITS})  # fmt: skip
     if metrics is not None:
         save_json(directory / METRICS_FILE, metrics)
     run.directory = directory
@@ -191,7 +200,7 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UserError(f"{directory / WEIGHTS_FILE}: weights do not fit the model in config.json ({first})") from None
     model.to(resolve_device(device)).eval()
-    return Run(model, model_config, train_config, standardizer, directory, aux_standardizer)
+    return Run(model, model_config, train_config, standardizer, directory, aux_standardizer, config.get("training_data"))
 
 
 
