@@ -232,6 +232,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(sample)
     sample.set_defaults(handler=cmd_sample)
 
+    params = commands.add_parser("params", help="export the prior's natural parameters lambda(u) per label")
+    params.add_argument("--run", required=True, type=Path)
+    params.add_argument("--u-file", type=Path, help=".npz whose array u holds the values to export at "
+                        "(required for continuous u; default: every label)")  # fmt: skip
+    params.add_argument("--out", required=True, type=Path,
+                        help="output .npz: natural_params (n, dim, n_stats), u, family, and mean/variance or scale")
+    add_runtime_options(params)
+    params.set_defaults(handler=cmd_params)
+
     agree = commands.add_parser("consistency", help="MCC between the latents of independently trained runs")
     agree.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="two or more run directories")
     agree.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets: their test split")
@@ -498,6 +507,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
     kind = getattr(run.model, "sample_kind", "draws from p(x | u)")
     given = f"the {len(u)} conditions of {args.u_file}" if args.u_file is not None else f"u = {args.u}"
     print(f"wrote {args.out}: x {x.shape} for {given} ({kind})")
+
+
+def cmd_params(args: argparse.Namespace) -> None:
+    from .export import prior_parameters
+    from .inputs import read_u_file
+    from .runs import load_run, save_npz
+
+    setup_torch(args)
+    check_output_file(args.out)
+    run = load_run(args.run, args.device)
+    exported = prior_parameters(run, None if args.u_file is None else read_u_file(args.u_file))
+    save_npz(args.out, **exported)
+    named = ", ".join(k for k in exported if k not in ("natural_params", "u", "family"))
+    print(f"wrote {args.out}: natural_params {exported['natural_params'].shape} ({exported['family']} prior), {named}")
 
 
 def cmd_consistency(args: argparse.Namespace) -> None:

@@ -91,6 +91,10 @@ class ExpFamily:
         """
         raise NotImplementedError
 
+    def readable_params(self, eta: Tensor) -> dict[str, Tensor]:
+        """The family's usual parameters (e.g. mean and variance) from eta: each (..., dim)."""
+        raise NotImplementedError
+
 
 class Gaussian(ExpFamily):
     """Mean and variance modulated: T(z) = (z, z^2), eta = (m / v, -1 / (2 v)).
@@ -128,6 +132,10 @@ class Gaussian(ExpFamily):
         variance = -0.5 / eta[..., 1]
         return eta[..., 0] * variance, variance
 
+    def readable_params(self, eta: Tensor) -> dict[str, Tensor]:
+        mean, variance = self.mean_variance(eta)
+        return {"mean": mean, "variance": variance}
+
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         mean, variance = self.mean_variance(eta)
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
@@ -157,6 +165,9 @@ class CenteredGaussian(ExpFamily):
 
     def gaussian_expected_stats(self, mean: Tensor, var: Tensor) -> Tensor:
         return (mean * mean + var).unsqueeze(-1)
+
+    def readable_params(self, eta: Tensor) -> dict[str, Tensor]:
+        return {"variance": -0.5 / eta[..., 0]}
 
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         std = (-0.5 / eta[..., 0]).sqrt()
@@ -191,6 +202,9 @@ class Laplace(ExpFamily):
             mean / (std * math.sqrt(2))
         )
         return folded.unsqueeze(-1)
+
+    def readable_params(self, eta: Tensor) -> dict[str, Tensor]:
+        return {"scale": -1.0 / eta[..., 0]}
 
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         scale = -1.0 / eta[..., 0]

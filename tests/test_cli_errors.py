@@ -116,6 +116,8 @@ CASES = [
     Case("sample --u without --n", "sample --run {run} --u 1 --out {d}/x.npz", ("--n N", "required")),
     Case("sample --u-file without u", "sample --run {run} --u-file {d}/c.npz --out {d}/x.npz", ("c.npz", "missing array 'u'"),
          npz("c.npz", u=None)),
+    Case("params at an unseen label", "params --run {run} --u-file {d}/c.npz --out {d}/l.npz", ("--u", "unknown label"),
+         npz("c.npz", u=np.array([0, 99]))),
     Case("sample --u-file rows differ from --n", "sample --run {run} --u-file {d}/c.npz --n 3 --out {d}/x.npz",
          ("240 labels for 3 draws",), npz("c.npz")),
     Case("u strings", TRAIN_BAD, ("bad.npz", "u must be numbers"), npz("bad.npz", u=np.array(["a"] * N))),
