@@ -85,6 +85,9 @@ def add_data_layout_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--u-cols", type=nonnegative_int, default=0, metavar="K",
                    help="a CSV's last K columns are u (one integer column: labels; otherwise continuous); "
                    "default 0: no u, one label")  # fmt: skip
+    p.add_argument("--levels", type=positive_int, default=None, metavar="K",
+                   help="an .npz of images x (n, H, W) or (n, C, H, W): their number of levels 0..K-1 "
+                   "(default: the file's array levels)")  # fmt: skip
 
 
 def add_split_option(p: argparse.ArgumentParser) -> None:
@@ -431,7 +434,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     setup_torch(args)
     model_config, train_config = configs_from(args)
-    data = load_data(args.data, "train", args.u_cols)
+    data = load_data(args.data, "train", args.u_cols, args.levels)
     test = load_data(args.data, "test") if is_builtin(args.data) else None
     split_for_training(data, train_config)
     model = build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
@@ -466,7 +469,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     setup_torch(args)
     check_output_file(args.out)
     run = load_run(args.run, args.device)
-    data = load_split(args.data, run, args.split, args.u_cols)
+    data = load_split(args.data, run, args.split, args.u_cols, args.levels)
     z = encode_dataset(run, data)
     save_npz(args.out, z=z)
     kind = getattr(run.model, "encode_kind", "z = g(x)")
@@ -479,7 +482,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     setup_torch(args)
     run = load_run(args.run, args.device)
-    data = load_split(args.data, run, args.split, args.u_cols)
+    data = load_split(args.data, run, args.split, args.u_cols, args.levels)
     metrics = evaluate(run, data)
     if args.json:
         print(json.dumps(metrics))
@@ -503,7 +506,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if n is None:
         raise UserError("--n N is required with --u (with --u-file it defaults to the rows of u)")
     x = sample(run, u, n, args.seed)
-    save_npz(args.out, x=x, u=conditions_per_draw(u, run.model_config.aux, n))
+    images = {} if run.model_config.image_shape is None else {"images": x.reshape(n, *run.model_config.image_shape)}
+    save_npz(args.out, x=x, u=conditions_per_draw(u, run.model_config.aux, n), **images)
     kind = getattr(run.model, "sample_kind", "draws from p(x | u)")
     given = f"the {len(u)} conditions of {args.u_file}" if args.u_file is not None else f"u = {args.u}"
     print(f"wrote {args.out}: x {x.shape} for {given} ({kind})")
@@ -533,7 +537,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
         raise UserError("consistency needs at least two run directories")
     setup_torch(args)
     runs = [load_run(path, args.device) for path in args.runs]
-    report = consistency(runs, load_data(args.data, "test", args.u_cols))
+    report = consistency(runs, load_data(args.data, "test", args.u_cols, args.levels))
     if args.json:
         print(json.dumps(report))
         return

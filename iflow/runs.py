@@ -23,6 +23,7 @@ from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_
 from .data.dataset import Dataset, Standardizer, aux_spec, check_aux, is_real_numeric
 from .models.decoders import check_observations
 from .data.dequantization import dequantized
+from .data.images import check_levels
 from .errors import UserError
 from .files import atomic_write
 from .metrics import mcc
@@ -65,6 +66,8 @@ class Run:
             raise UserError(f"{data.source}: x has {data.dim} dimensions but the run was trained on {self.model_config.dim}")
         check_aux(data.u, self.model_config.aux, data.source)
         check_observations(data.x, self.model_config.obs, data.source)
+        if self.model_config.unit_interval:
+            check_levels(data, self.standardizer)
         dequantize = data.dequantize / self.standardizer.std if np.any(data.dequantize) else 0.0
         u = data.u if self.aux_standardizer is None else self.aux_standardizer(data.u)
         return replace(data, x=self.standardizer(data.x), u=u, dequantize=dequantize)

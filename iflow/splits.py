@@ -50,8 +50,11 @@ def training_rows(run: Run, data: Dataset, split: str) -> Dataset:
     return subset(data, train_idx if split == "train" else val_idx, f"{split} rows")
 
 
-def load_split(spec: str, run: Run, split: str | None = None, u_columns: int = 0) -> Dataset:
-    """The rows of ``spec`` in ``split``; by default a built-in set's test split, or all rows of a file."""
+def load_split(spec: str, run: Run, split: str | None = None, u_columns: int = 0, levels: int | None = None) -> Dataset:
+    """The rows of ``spec`` in ``split``; by default a built-in set's test split, or all rows of a file.
+
+    ``u_columns`` and ``levels`` say how to read a file (see :func:`~iflow.data.builtin.load_data`).
+    """
     builtin = is_builtin(spec)
     split = split or ("test" if builtin else "all")
     if split not in SPLITS:
@@ -60,5 +63,5 @@ def load_split(spec: str, run: Run, split: str | None = None, u_columns: int = 0
         if not builtin:
             raise UserError(f"{spec}: --split test is for built-in sets; a file's held-out rows are --split val")
         return load_data(spec, "test")
-    data = load_data(spec, "train", u_columns)
+    data = load_data(spec, "train", u_columns, levels)
     return data if split == "all" else training_rows(run, data, split)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset, load_csv, load_npz, make_dataset
+from .dataset import Dataset, load_csv, make_dataset
+from .images import load_npz_file
 from ..errors import UserError
 from .toy2d import DENSITIES
 
@@ -43,16 +44,19 @@ def is_builtin(spec: str) -> bool:
     return spec in BUILTIN
 
 
-def load_data(spec: str | Path, split: str = "train", u_columns: int = 0) -> Dataset:
+def load_data(spec: str | Path, split: str = "train", u_columns: int = 0, levels: int | None = None) -> Dataset:
     """A built-in set's ``split`` (``"train"`` or ``"test"``), or a ``.npz`` / ``.csv`` file (all rows).
 
-    ``u_columns``: how many trailing columns of a CSV are u (see :func:`~iflow.data.dataset.load_csv`).
+    ``u_columns``: how many trailing columns of a CSV are u (see :func:`~iflow.data.dataset.load_csv`);
+    ``levels``: the number of levels of an ``.npz`` of images (see :mod:`iflow.data.images`).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     spec = str(spec)
     if u_columns and Path(spec).suffix.lower() != ".csv":
         raise UserError(f"{spec}: --u-cols is for CSV files (an .npz holds u as its own array)")
+    if levels is not None and (is_builtin(spec) or Path(spec).suffix.lower() == ".csv"):
+        raise UserError(f"{spec}: --levels is for an .npz of images")
     if spec in DENSITIES:
         return load_toy(spec, split)
     if spec == "digits":
@@ -65,5 +69,5 @@ def load_data(spec: str | Path, split: str = "train", u_columns: int = 0) -> Dat
     if path.suffix.lower() == ".csv":
         return load_csv(path, u_columns)
     if path.suffix.lower() == ".npz" or path.exists():  # load_npz names what else the file is
-        return load_npz(path)
+        return load_npz_file(path, levels)
     raise UserError(f"{spec}: unknown data set; give one of {', '.join(BUILTIN)} or a .npz or .csv file")

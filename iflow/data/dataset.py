@@ -193,6 +193,16 @@ def make_dataset(
 
 def load_npz(path: str | Path) -> Dataset:
     """Load and validate a data file; every problem becomes one :class:`UserError`."""
+    return dataset_from_arrays(read_npz(path), str(path))
+
+
+def dataset_from_arrays(arrays: dict[str, np.ndarray], name: str) -> Dataset:
+    """A :class:`Dataset` from the arrays of a data file (``x``, ``u``, optionally ``s``, ``true_log_likelihood``)."""
+    return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), name)
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` data file, which must hold ``x`` and ``u`` (:class:`UserError` otherwise)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -212,7 +222,7 @@ def load_npz(path: str | Path) -> Dataset:
     for key in ("x", "u"):
         if key not in arrays:
             raise UserError(f"{path}: missing array {key!r} (found {sorted(arrays) or 'none'})")
-    return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), str(path))
+    return arrays
 
 
 def load_csv(path: str | Path, u_columns: int = 0) -> Dataset:

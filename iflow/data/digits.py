@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dataset import Dataset, make_dataset
+from .images import as_images
 
 LEVELS = 17
 SHAPE = (1, 8, 8)
@@ -32,6 +33,4 @@ def load_digits(split: str) -> Dataset:
 
     bunch = sklearn_digits()
     rows = split_rows(len(bunch.target))[split]
-    data = make_dataset(bunch.data[rows], bunch.target[rows], name=f"digits ({split} split)")
-    data.dequantize, data.bounds, data.image_shape = 1.0, (0.0, float(LEVELS)), SHAPE
-    return data
+    return as_images(make_dataset(bunch.data[rows], bunch.target[rows], name=f"digits ({split} split)"), LEVELS, SHAPE)
