@@ -547,6 +547,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     if report["true_mcc"] is not None:
         line += "; MCC to the true sources: " + ", ".join(f"{value:.3f}" for value in report["true_mcc"])
     print(line)
+    print(f"note: {report['caveat']}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
