@@ -19,8 +19,8 @@ from .config import TrainConfig  # dataclasses and numpy only: keeps --help inst
 
 DEFAULT_THREADS = 1
 DATA_HELP = (
-    "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s), "
-    "or a .csv of floats (no header)"
+    "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s; x may be "
+    "images with --levels), or a .csv of floats (no header; u in its last --u-cols columns)"
 )
 
 

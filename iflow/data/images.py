@@ -45,6 +45,8 @@ def stated_levels(option: int | None, in_file: np.ndarray | None, name: str) -> 
 
 def image_dataset(images: np.ndarray, u: np.ndarray, levels: int, name: str) -> Dataset:
     """Validate ``images: (n, H, W) | (n, C, H, W)`` on levels 0..levels-1 and flatten them to rows."""
+    if 0 in images.shape[1:]:
+        raise UserError(f"{name}: images of shape {images.shape[1:]} have no pixels")
     if not is_real_numeric(images) or images.dtype == np.bool_:
         raise UserError(f"{name}: images must be integer levels, got dtype {images.dtype}")
     with np.errstate(invalid="ignore"):

@@ -38,6 +38,7 @@ def test_channels_first_images_and_levels_from_the_option(tmp_path):
         ({"x": np.zeros((3, 4, 4), int), "levels": np.array([2, 3])}, None, "levels must be one integer"),
         ({"x": np.zeros((3, 4, 4), int)}, 1, "levels must be >= 2"),
         ({"x": np.zeros((3, 4))}, 4, "--levels is for images"),
+        ({"x": np.zeros((3, 0, 4), int), "levels": np.array(4)}, None, "no pixels"),
     ],
 )
 def test_bad_images_are_one_clear_error(tmp_path, arrays, levels, message):
