@@ -344,7 +344,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
-        outcome = train_to_directory(plan, args.out, args.restarts, args.jobs, test, checkpoint)
+        outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
         if args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()  # nothing was saved: leave nothing behind
