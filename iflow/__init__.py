@@ -38,7 +38,7 @@ _EXPORTS = {
     "SyntheticConfig": "iflow.data.synthetic",
     "generate": "iflow.data.synthetic",
     "mcc": "iflow.metrics",
-    "fit": "iflow.train.trainer",
+    "fit": "iflow.training.trainer",
     "Run": "iflow.runs",
     "plan_run": "iflow.runs",
     "train": "iflow.runs",
@@ -69,7 +69,7 @@ if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior  # noqa: F401
     from .protocols import ConditionalPrior, Model  # noqa: F401
     from .runs import Run, encode_dataset, evaluate, load_run, plan_run, save_run, train  # noqa: F401
-    from .train.trainer import fit  # noqa: F401
+    from .training.trainer import fit  # noqa: F401
     from .workflow import train_and_evaluate, train_and_save  # noqa: F401
 
 

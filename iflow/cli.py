@@ -287,7 +287,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable:
     """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
     import shutil
 
-    from .train.checkpoint import CHECKPOINT_FILE
+    from .training.checkpoint import CHECKPOINT_FILE
     from .errors import UserError
     from .files import remove_stale_temporaries
 
@@ -332,7 +332,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
     from .runs import plan_run
-    from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
+    from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
 
     setup_torch(args)

@@ -16,8 +16,8 @@ from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
 from .runs import Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
 from .selection import Restart, train_with_restarts
-from .train.checkpoint import Checkpointing
-from .train.trainer import TrainResult
+from .training.checkpoint import Checkpointing
+from .training.trainer import TrainResult
 
 
 @dataclass

@@ -9,7 +9,7 @@ from types import TracebackType
 
 from tqdm.auto import tqdm
 
-log = logging.getLogger("iflow.train")
+log = logging.getLogger("iflow.training")
 
 
 def epoch_summary(record: dict) -> dict[str, str]:
@@ -24,7 +24,7 @@ class ProgressReport:
     """``with ProgressReport(epochs, done) as report: report.epoch(record)``.
 
     On a terminal: a bar (refreshed at most once a second). Off a terminal: an INFO line
-    per epoch on the ``iflow.train`` logger. ``enabled=False``: nothing.
+    per epoch on the ``iflow.training`` logger. ``enabled=False``: nothing.
     """
 
     def __init__(self, epochs: int, done: int = 0, enabled: bool = True):
