@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ModelConfig
 from .data.dataset import AuxSpec
 from .errors import UserError
-
-CONDITIONAL_MODELS = ("iflow", "ivae")  # the models whose prior depends on u
+from .priors import ConditionalExpFamilyPrior
+from .runs import Run
 
 
 def read_u_file(path: Path) -> np.ndarray:
@@ -39,9 +38,10 @@ def conditions_per_draw(u: int | np.ndarray, aux: AuxSpec, n: int) -> np.ndarray
     return values.reshape(n, aux.aux_dim)
 
 
-def single_label_warning(aux: AuxSpec, model_config: ModelConfig) -> str | None:
+def single_label_warning(run: Run) -> str | None:
     """A warning when an identifiable model would train on one label: its prior then does not vary."""
-    if model_config.model not in CONDITIONAL_MODELS or aux.kind != "labels" or aux.n_labels != 1:
+    aux = run.model_config.aux
+    if not isinstance(run.model.prior, ConditionalExpFamilyPrior) or aux.kind != "labels" or aux.n_labels != 1:
         return None
     return (
         "iflow: warning: u holds a single label, so p(z | u) does not vary and the latents are not "

@@ -16,8 +16,8 @@ import numpy as np
 from .data.builtin import is_builtin, load_data
 from .data.dataset import Dataset
 from .errors import UserError
-from .train.checkpoint import data_fingerprint
-from .train.trainer import split_for_training
+from .training.checkpoint import data_fingerprint
+from .training.trainer import split_for_training
 
 if TYPE_CHECKING:
     from .runs import Run

@@ -38,14 +38,14 @@ def test_exported_gaussian_prior_is_each_labels_latent_mean_and_variance(data_fi
     np.testing.assert_allclose(eta[..., 1], -0.5 / variance, rtol=1e-5)
 
 
-def test_laplace_prior_exports_its_scale_and_labels_can_be_chosen(data_file, tmp_path):
+def test_laplace_prior_exports_natural_params_and_labels_can_be_chosen(data_file, tmp_path):
     run_dir, out = tmp_path / "run", tmp_path / "lambda.npz"
     assert main(["train", "--data", str(data_file), "--prior", "laplace", *TINY, "--out", str(run_dir)]) == 0
     np.savez(tmp_path / "labels.npz", u=np.array([2, 0]))
     assert main(["params", "--run", str(run_dir), "--u-file", str(tmp_path / "labels.npz"), "--out", str(out)]) == 0
     with np.load(out) as f:
-        assert set(f.files) == {"natural_params", "u", "family", "scale"} and np.array_equal(f["u"], [2, 0])
-        np.testing.assert_allclose(f["scale"], -1.0 / f["natural_params"][..., 0], rtol=1e-6)
+        assert set(f.files) == {"natural_params", "u", "family"} and np.array_equal(f["u"], [2, 0])
+        assert f["natural_params"].shape == (2, 2, 1) and np.all(f["natural_params"] < 0)  # eta = -1 / scale
 
 
 def test_a_prior_that_ignores_u_has_nothing_to_export(data_file, tmp_path, capsys):

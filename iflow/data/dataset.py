@@ -30,7 +30,7 @@ class AuxSpec:
         return f"u: {self.aux_dim}-dim floats -> prior parameters from an MLP"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dataset:
     """``x: (n, d)`` float32, ``u: (n,)`` int64 labels or ``(n, m)`` float32 (continuous), ``s: (n, k)`` or None.
 
@@ -40,6 +40,8 @@ class Dataset:
     training, fresh per batch, and in evaluation, with a fixed seed), 0 for continuous x;
     ``bounds``: (lo, hi) range of the dequantised x, mapped to [0, 1) by a fixed affine map;
     ``image_shape``: (C, H, W) when each row of x is a flattened image.
+
+    Frozen: derive a changed data set with :func:`dataclasses.replace`.
     """
 
     x: np.ndarray

@@ -10,6 +10,7 @@ range [0, K)), map to [0, 1) by the fixed affine x / K, image shape (C, H, W), s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +22,8 @@ IMAGE_RANKS = (3, 4)  # (n, H, W) and (n, C, H, W)
 
 
 def as_images(data: Dataset, levels: int, shape: tuple[int, int, int]) -> Dataset:
-    """Mark ``data`` (rows of flattened images on ``levels`` integer levels) as images, in place."""
-    data.dequantize, data.bounds, data.image_shape = 1.0, (0.0, float(levels)), tuple(shape)
-    return data
+    """``data`` (rows of flattened images on ``levels`` integer levels) described as images."""
+    return replace(data, dequantize=1.0, bounds=(0.0, float(levels)), image_shape=tuple(shape))
 
 
 def stated_levels(option: int | None, in_file: np.ndarray | None, name: str) -> int:
