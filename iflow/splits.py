@@ -15,7 +15,7 @@ import numpy as np
 
 from .data.builtin import is_builtin, load_data
 from .data.dataset import Dataset
-from .errors import UserError
+from .errors import UserError, param
 from .training.checkpoint import data_fingerprint
 from .training.trainer import split_for_training
 
@@ -40,28 +40,28 @@ def subset(data: Dataset, rows: np.ndarray, label: str) -> Dataset:
 def training_rows(run: Run, data: Dataset, split: str) -> Dataset:
     """The rows of the run's own training data in ``split``: ``"train"`` or ``"val"`` (the held-out rows)."""
     if run.training_data is None:
-        raise UserError(f"--split {split}: the run does not record its training data (trained by an older iflow)")
+        raise UserError(f"{param('split')} {split}: the run does not record its training data (trained by an older iflow)")
     if describe_training_data(data) != run.training_data:
         raise UserError(
-            f"{data.source}: --split {split} needs the data the run was trained on "
-            f"({run.training_data['rows']} rows), and this is other data; use --split all"
+            f"{data.source}: {param('split')} {split} needs the data the run was trained on "
+            f"({run.training_data['rows']} rows), and this is other data; use {param('split')} all"
         )
     train_idx, val_idx = split_for_training(data, run.train_config)
     return subset(data, train_idx if split == "train" else val_idx, f"{split} rows")
 
 
-def load_split(spec: str, run: Run, split: str | None = None, u_columns: int = 0, levels: int | None = None) -> Dataset:
+def load_split(spec: str, run: Run, split: str | None = None, u_cols: int = 0, levels: int | None = None) -> Dataset:
     """The rows of ``spec`` in ``split``; by default a built-in set's test split, or all rows of a file.
 
-    ``u_columns`` and ``levels`` say how to read a file (see :func:`~iflow.data.builtin.load_data`).
+    ``u_cols`` and ``levels`` say how to read a file (see :func:`~iflow.data.builtin.load_data`).
     """
     builtin = is_builtin(spec)
     split = split or ("test" if builtin else "all")
     if split not in SPLITS:
-        raise UserError(f"unknown --split {split!r}; choose from {', '.join(SPLITS)}")
+        raise UserError(f"unknown {param('split')} {split!r}; choose from {', '.join(SPLITS)}")
     if split == "test":
         if not builtin:
-            raise UserError(f"{spec}: --split test is for built-in sets; a file's held-out rows are --split val")
+            raise UserError(f"{spec}: {param('split')} test is for built-in sets; a file's held-out rows are {param('split')} val")
         return load_data(spec, "test")
-    data = load_data(spec, "train", u_columns, levels)
+    data = load_data(spec, "train", u_cols, levels)
     return data if split == "all" else training_rows(run, data, split)

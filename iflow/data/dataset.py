@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, param
 
 
 @dataclass
@@ -227,12 +227,12 @@ def read_npz(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def load_csv(path: str | Path, u_columns: int = 0) -> Dataset:
+def load_csv(path: str | Path, u_cols: int = 0) -> Dataset:
     """A comma-separated file of floats, one sample per row, no header.
 
-    The last ``u_columns`` columns are u: one integer-valued column is labels, one column
+    The last ``u_cols`` columns are u: one integer-valued column is labels, one column
     of other numbers a continuous u (n, 1), several columns one-hot labels or continuous
-    u (n, m). With ``u_columns = 0``, u = 0 for every row (a single label).
+    u (n, m). With ``u_cols = 0``, u = 0 for every row (a single label).
     """
     path = Path(path)
     if not path.exists():
@@ -243,12 +243,12 @@ def load_csv(path: str | Path, u_columns: int = 0) -> Dataset:
         raise UserError(f"{path}: {first_csv_problem(path)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV file ({exc})") from None
-    if u_columns < 0 or u_columns >= table.shape[1]:
-        raise UserError(f"{path}: --u-cols {u_columns} leaves no x columns ({table.shape[1]} columns in the file)")
-    if u_columns == 0:
+    if u_cols < 0 or u_cols >= table.shape[1]:
+        raise UserError(f"{path}: {param('u_cols')} {u_cols} leaves no x columns ({table.shape[1]} columns in the file)")
+    if u_cols == 0:
         return make_dataset(table, np.zeros(table.shape[0], dtype=np.int64), name=str(path))
-    u = table[:, -u_columns:]
-    return make_dataset(table[:, :-u_columns], u[:, 0] if u_columns == 1 else u, name=str(path))
+    u = table[:, -u_cols:]
+    return make_dataset(table[:, :-u_cols], u[:, 0] if u_cols == 1 else u, name=str(path))
 
 
 def first_csv_problem(path: Path) -> str:

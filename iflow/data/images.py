@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, param
 from .dataset import Dataset, Standardizer, dataset_from_arrays, is_real_numeric, make_dataset, read_npz
 
 IMAGE_RANKS = (3, 4)  # (n, H, W) and (n, C, H, W)
@@ -33,11 +33,11 @@ def stated_levels(option: int | None, in_file: np.ndarray | None, name: str) -> 
             raise UserError(f"{name}: levels must be one integer (the number of grey levels), got {in_file!r}")
         found = int(in_file.ravel()[0])
         if option is not None and option != found:
-            raise UserError(f"{name}: --levels {option} but the file says levels = {found}")
+            raise UserError(f"{name}: {param('levels')} {option} but the file says levels = {found}")
         option = found
     if option is None:
         raise UserError(f"{name}: x holds images; state their number of levels K (an array 'levels' in the file, "
-                        "or --levels K, e.g. 256 for 8-bit images)")  # fmt: skip
+                        f"or {param('levels')} K, e.g. 256 for 8-bit images)")  # fmt: skip
     if option < 2:
         raise UserError(f"{name}: levels must be >= 2, got {option}")
     return option
@@ -66,7 +66,7 @@ def load_npz_file(path: str | Path, levels: int | None = None) -> Dataset:
         count = stated_levels(levels, arrays.get("levels"), str(path))
         return image_dataset(arrays["x"], arrays["u"], count, str(path))
     if levels is not None:
-        raise UserError(f"{path}: --levels is for images, x of shape (n, H, W) or (n, C, H, W); x has {arrays['x'].shape}")
+        raise UserError(f"{path}: {param('levels')} is for images, x of shape (n, H, W) or (n, C, H, W); x has {arrays['x'].shape}")
     return dataset_from_arrays(arrays, str(path))
 
 

@@ -34,10 +34,10 @@ def test_channels_first_images_and_levels_from_the_option(tmp_path):
         ({"x": np.zeros((3, 4, 4), int)}, None, "state their number of levels"),
         ({"x": np.full((3, 4, 4), 7), "levels": np.array(4)}, None, "outside 0..3"),
         ({"x": np.full((3, 4, 4), 0.5), "levels": np.array(4)}, None, "integer levels"),
-        ({"x": np.zeros((3, 4, 4), int), "levels": np.array(4)}, 8, "--levels 8 but the file says levels = 4"),
+        ({"x": np.zeros((3, 4, 4), int), "levels": np.array(4)}, 8, "levels 8 but the file says levels = 4"),
         ({"x": np.zeros((3, 4, 4), int), "levels": np.array([2, 3])}, None, "levels must be one integer"),
         ({"x": np.zeros((3, 4, 4), int)}, 1, "levels must be >= 2"),
-        ({"x": np.zeros((3, 4))}, 4, "--levels is for images"),
+        ({"x": np.zeros((3, 4))}, 4, "levels is for images"),
         ({"x": np.zeros((3, 0, 4), int), "levels": np.array(4)}, None, "no pixels"),
     ],
 )
