@@ -41,7 +41,7 @@ def plot_training_curves(axes: np.ndarray, history: list[dict]) -> np.ndarray:
     in_data_units = bool(history) and all(VAL_DATA_KEY in h for h in history)
     validation = (VAL_DATA_KEY, "validation log-lik.\n(nats/sample, x as given)") if in_data_units else (
         "val_log_likelihood", "validation log-lik.\n(nats/sample, standardised x)")  # fmt: skip
-    panels = [("train_loss", "training loss"), validation, ("mcc", "MCC")]
+    panels = [("train_loss", "training loss\n(standardised x)"), validation, ("mcc", "MCC")]
     for ax, (key, label) in zip(np.ravel(axes), panels):
         values = [h.get(key) for h in history]
         if any(v is None for v in values):
