@@ -48,14 +48,12 @@ _EXPORTS = {
     "load_run": "iflow.runs",
     "train_and_save": "iflow.workflow",
     "train_and_evaluate": "iflow.workflow",
-    "consistency": "iflow.consistency",
 }
 
 __all__ = sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # static checkers and IDEs see the real names
     from .config import ModelConfig, TrainConfig  # noqa: F401
-    from .consistency import consistency  # noqa: F401
     from .data.builtin import load_data  # noqa: F401
     from .data.dataset import Dataset, make_dataset  # noqa: F401
     from .data.synthetic import SyntheticConfig, generate  # noqa: F401

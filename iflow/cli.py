@@ -527,10 +527,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"figures: {args.out / 'run' / 'figures'}")
 
 
+def log_to_stderr() -> None:
+    """Print the library's INFO lines (per-epoch progress off a terminal) and warnings on stderr, as they are."""
+    import logging
+
+    logger = logging.getLogger("iflow")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import UserError
+
+    log_to_stderr()
 
     try:
         args.handler(args)

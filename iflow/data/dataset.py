@@ -72,6 +72,8 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> Standardizer:
+        """Mean and standard deviation of ``x: (n, d)``, in float64 (exact through config.json)."""
+        x = np.asarray(x, dtype=np.float64)
         std = x.std(0)
         return cls(x.mean(0), np.where(std > 0, std, 1.0))
 

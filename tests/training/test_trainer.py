@@ -90,3 +90,13 @@ def test_same_seed_gives_bit_identical_weights() -> None:
     assert all(torch.equal(first[k], second[k]) for k in first)
     other = trained_weights(seed=8)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_off_a_terminal_every_epoch_is_logged(caplog) -> None:
+    """Under nohup, SLURM or a log file there is no progress bar: one INFO line per epoch instead."""
+    config = TrainConfig(epochs=3, batch_size=50)
+    with caplog.at_level(logging.INFO, logger="iflow.training"):
+        fit(tiny_model(), tiny_data(), config, progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iflow: epoch")]
+    assert [line.split(":")[1].strip() for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("val_ll" in line and "mcc" in line for line in lines)
