@@ -376,8 +376,8 @@ def format_metrics(metrics: dict) -> str:
 def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
-    from .runs import plan_run
     from .inputs import single_label_warning
+    from .runs import plan_run
     from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
 

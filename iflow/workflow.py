@@ -89,7 +89,7 @@ def train_and_evaluate(
         seconds = result.seconds
     metrics = evaluate(run, plan.data)
     metrics.update(split="all", best_epoch=result.best_epoch, seconds=seconds, data=plan.data.source)
-    for name, rows in zip(("train", "val"), plan.split):  # the rows trained on and the held-out rows, apart
+    for name, rows in zip(("train", "val"), plan.split, strict=True):  # the rows trained on and the held-out rows, apart
         metrics[name] = evaluate(run, subset(plan.data, rows, f"{name} rows"))
     if candidates:
         metrics["restarts"] = [c.as_dict() for c in candidates]

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from iflow.cli import main
-from iflow.runs import evaluate, load_run
 from iflow.data.dataset import load_npz
+from iflow.runs import evaluate, load_run
 
 TINY = ["--flow", "realnvp", "--depth", "2", "--hidden", "16", "--batch-size", "128", "--threads", "1"]
 
