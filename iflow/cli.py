@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import NoReturn
 
-from .config import TrainConfig  # dataclasses and numpy only: keeps --help instant (no torch)
+from .config import MAX_SEED, TrainConfig  # dataclasses and numpy only: keeps --help instant (no torch)
 
 DEFAULT_THREADS = 1
 DATA_HELP = (
@@ -47,6 +47,13 @@ def positive_int(text: str) -> int:
 
 def nonnegative_int(text: str) -> int:
     return _int(text, 0, "an integer >= 0")
+
+
+def seed(text: str) -> int:
+    value = _int(text, 0, f"an integer in 0..{MAX_SEED}")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
+    return value
 
 
 def _float(text: str, ok, what: str) -> float:
@@ -95,7 +102,7 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=nonnegative_int, default=0,
                    help="observed dimensions D >= sources (default: = sources); D > n mixes by an MLP from n to D "
                    "and has no true log-likelihood")
-    p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    p.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -133,7 +140,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate (default %(default)s)")
     p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="Adam weight decay (default 0)")
     p.add_argument("--val-fraction", type=fraction, default=0.1, help="held-out fraction (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--seed", type=seed, default=0, help="training seed (default 0)")
     p.add_argument(
         "--prior-fit", choices=["none", "init", "epoch"], default=defaults.prior_fit,
         help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
@@ -196,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--run", required=True, type=Path)
     sample.add_argument("--u", required=True, type=int, help="integer label to condition on")
     sample.add_argument("--n", required=True, type=positive_int, help="number of samples")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=seed, default=0)
     sample.add_argument("--out", required=True, type=Path)
     add_runtime_options(sample)
     sample.set_defaults(handler=cmd_sample)
@@ -210,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
-    demo.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    demo.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_runtime_options(demo)
     demo.set_defaults(handler=cmd_demo)
@@ -270,31 +277,13 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> bool:
-    """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
-    import shutil
+    """Make ``out`` ready for a run; True when it holds a checkpoint to resume from.
 
-    from .train.checkpoint import CHECKPOINT_FILE
-    from .errors import UserError
-    from .files import remove_stale_temporaries
+    Only an iflow run directory is ever resumed into, overwritten or cleared (see :mod:`iflow.rundir`).
+    """
+    from .rundir import prepare_run_dir as prepare
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if out.exists() and resume:
-        remove_stale_temporaries(out)
-        if (out / CHECKPOINT_FILE).is_file():
-            return True
-    if out.exists() and any(out.iterdir()):
-        if not (overwrite or resume):
-            hint = " or --resume to continue it" if resumable else ""
-            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it{hint}")
-        if resume and not overwrite and (out / "model.pt").is_file():
-            raise UserError(f"{out}: the run is complete (no checkpoint left to resume); pass --overwrite to train again")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create run directory ({exc.strerror})") from None
-    return False
+    return prepare(out, overwrite, resume, resumable)
 
 
 def configs_from(args: argparse.Namespace):
@@ -319,7 +308,8 @@ def configs_from(args: argparse.Namespace):
 
 def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, test=None) -> dict:
     """Train on ``data`` per the parsed options, save the run with figures, return its metrics
-    (with ``metrics["test"]`` when a held-out ``test`` set is given).
+    (with ``metrics["test"]`` when a held-out ``test`` set is given) and the wall ``seconds``,
+    which go to ``timing.json``, not ``metrics.json``.
 
     The resume ``checkpoint`` (if any) is deleted once the run is saved; with
     ``--restarts`` the candidates are short-lived and not checkpointed.
@@ -331,7 +321,7 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
         save_sources_figure,
         save_training_figure,
     )  # fmt: skip
-    from .runs import encode_dataset, evaluate, save_run, train
+    from .runs import TIMING_FILE, encode_dataset, evaluate, save_json, save_run, train
     from .selection import train_with_restarts
 
     model_config, train_config = configs_from(args)
@@ -343,13 +333,15 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
     else:
         (run, result), restarts = train(data, model_config, train_config, checkpoint=checkpoint), []
     metrics = evaluate(run, data)
-    metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
+    metrics.update(best_epoch=result.best_epoch, data=str(args.data))
+    timing = {"seconds": result.seconds}
     if restarts:
         metrics["restarts"] = [r.as_dict() for r in restarts]
-        metrics["seconds"] = restarts_seconds
+        timing.update(seconds=restarts_seconds, restarts=[r.seconds for r in restarts])
     if test is not None:
         metrics["test"] = evaluate(run, test)
     save_run(run, out, result, metrics)
+    save_json(out / TIMING_FILE, timing)
     save_training_figure(result.history, out / "figures" / "training.png")
     if restarts and data.s is not None:
         save_restarts_figure(metrics["restarts"], out / "figures" / "restarts.png")
@@ -361,7 +353,7 @@ def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, t
         save_sources_figure(data.s, encode_dataset(run, data), out / "figures" / "sources.png")
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)
-    return metrics
+    return {**metrics, "seconds": timing["seconds"]}
 
 
 def format_metrics(metrics: dict) -> str:
@@ -383,6 +375,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .data.dataset import aux_spec
     from .data.builtin import is_builtin, load_data
+    from .rundir import discard_if_unused
     from .train.trainer import split_for_training, uses_linear_fit
 
     setup_torch(args)
@@ -399,8 +392,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     try:
         metrics = train_and_save(args, data, args.out, checkpoint, test)
     except BaseException:
-        if args.out.is_dir() and not any(args.out.iterdir()):
-            args.out.rmdir()  # nothing was saved: leave nothing behind
+        discard_if_unused(args.out)  # nothing was saved: leave nothing behind
         raise
     for restart in metrics.get("restarts", []):
         score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
@@ -427,6 +419,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data.builtin import load_data
+    from .files import to_json
     from .runs import evaluate, load_run
 
     setup_torch(args)
@@ -434,7 +427,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     data = load_data(args.data, "test")
     metrics = evaluate(run, data)
     if args.json:
-        print(json.dumps(metrics))
+        print(to_json(metrics))
     else:
         kind = "exact" if metrics["exact"] else metrics.get("estimator", "lower bound")
         print(f"{data.source} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
@@ -458,6 +451,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     from .consistency import consistency
     from .data.builtin import load_data
     from .errors import UserError
+    from .files import to_json
     from .runs import load_run
 
     if len(args.runs) < 2:
@@ -466,7 +460,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     runs = [load_run(path, args.device) for path in args.runs]
     report = consistency(runs, load_data(args.data, "test"))
     if args.json:
-        print(json.dumps(report))
+        print(to_json(report))
         return
     for name, row in zip(report["runs"], report["pairwise"]):
         print(f"{name}: " + " ".join(f"{value:.3f}" for value in row))
@@ -485,6 +479,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     setup_torch(args)
     prepare_run_dir(args.out, overwrite=args.overwrite)
+    prepare_run_dir(args.out / "run", overwrite=True)  # the run inside is a run directory too
     synthetic = generate(SyntheticConfig(seed=args.seed))
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"synthetic seed {args.seed}")
     print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")

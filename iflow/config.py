@@ -11,6 +11,7 @@ FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
 ENCODERS = ("mlp", "product")
+MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (numpy's legacy seeding; restarts add their index to it in torch)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class TrainConfig:
             (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
             (self.clip_grad > 0, f"--clip-grad must be > 0, got {self.clip_grad}"),
             (self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
+            (0 <= self.seed <= MAX_SEED, f"--seed must be in 0..{MAX_SEED}, got {self.seed}"),
             (self.schedule in ("cosine", "constant"), f"unknown --schedule {self.schedule!r}"),
             (self.prior_fit in PRIOR_FITS, f"unknown --prior-fit {self.prior_fit!r}; choose from {PRIOR_FITS}"),
             (self.linear_fit in LINEAR_FITS, f"unknown --linear-fit {self.linear_fit!r}; choose from {LINEAR_FITS}"),

@@ -2,7 +2,7 @@
 
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
-``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
+``history.json``, ``timing.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
 :mod:`iflow.train.checkpoint`), removed once the run is saved.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,15 +25,17 @@ from .data.dataset import Dataset, Standardizer, aux_spec, check_aux
 from .models.decoders import check_observations
 from .data.dequantization import dequantized
 from .errors import UserError
-from .files import atomic_write
+from .files import atomic_write, to_json
 from .metrics import mcc
+from .runfiles import check_config, check_sizes, check_weights
 from .train.trainer import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
+TIMING_FILE = "timing.json"  # wall times, kept apart so identical runs write identical result files
 
 
 def save_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode() + b"\n"))
+    atomic_write(path, lambda f: f.write(to_json(obj, indent=2).encode() + b"\n"))
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -61,7 +64,7 @@ class Run:
         check_aux(data.u, self.model_config.aux, data.source)
         check_observations(data.x, self.model_config.obs, data.source)
         dequantize = data.dequantize / self.standardizer.std if np.any(data.dequantize) else 0.0
-        return replace(data, x=self.standardizer(data.x), dequantize=dequantize)
+        return replace(data, x=self.standardizer(data.x, data.source), dequantize=dequantize)
 
 
 def train(
@@ -159,10 +162,11 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
             raise UserError(f"{directory}: not a complete run (missing {name})")
     try:
         config = json.loads((directory / CONFIG_FILE).read_text())
+        check_config(config, directory / CONFIG_FILE)
         model_config = model_config_from_dict(config["model"])
         train_config = train_config_from_dict(config["train"])
         standardizer = Standardizer.from_dict(config["standardizer"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         raise UserError(f"{directory / CONFIG_FILE}: unreadable run config ({exc!r})") from None
     if config.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{directory}: written by a newer iflow (format {config['format_version']} > {FORMAT_VERSION}); upgrade iflow")
@@ -170,16 +174,18 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
         checkpoint = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt files
         raise UserError(f"{directory / WEIGHTS_FILE}: unreadable weights ({type(exc).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{directory / WEIGHTS_FILE}: not an iflow checkpoint")
+    state_dict = check_weights(checkpoint, directory / WEIGHTS_FILE)
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{directory / WEIGHTS_FILE}: written by a newer iflow (format {checkpoint['format_version']}); upgrade iflow")
     if checkpoint.get("model") != model_config.model:
         raise UserError(f"{directory / WEIGHTS_FILE}: weights of a {checkpoint.get('model')!r} model, but config.json says {model_config.model!r}")
-    model = build_model(model_config)
+    check_sizes(model_config, state_dict, directory / CONFIG_FILE)
     try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as exc:
+        model = build_model(model_config)
+        model.load_state_dict(state_dict)
+    except UserError as exc:
+        raise UserError(f"{directory / CONFIG_FILE}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (an edited config can make a builder or the loading fail in many ways)
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UserError(f"{directory / WEIGHTS_FILE}: weights do not fit the model in config.json ({first})") from None
     model.to(resolve_device(device)).eval()
@@ -201,6 +207,16 @@ def sample(run: Run, label: int, n: int, seed: int = 0) -> np.ndarray:
         raise UserError("--u LABEL needs a model trained on integer labels")
     if not 0 <= label < aux.n_labels:
         raise UserError(f"--u {label}: unknown label (the model knows 0..{aux.n_labels - 1})")
+    check_sample_memory(n, run.model_config)
     generator = torch.Generator(device=run.device).manual_seed(seed)
     x = run.model.sample(n, label, generator=generator).cpu().numpy()
     return run.standardizer.inverse(x)
+
+
+def check_sample_memory(n: int, config: ModelConfig) -> None:
+    """Refuse ``n`` draws whose arrays (the draws in float64, one activation per hidden unit) exceed the memory."""
+    needed = n * (config.dim + config.hidden) * 8
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise UserError(f"--n {n}: that many samples need about {needed / 2**30:.3g} GiB, more than this machine's "
+                        f"{available / 2**30:.3g} GiB of memory; sample fewer (and several times with other --seed)")  # fmt: skip

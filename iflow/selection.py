@@ -44,7 +44,8 @@ class Restart:
     chosen: bool = False
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The result fields, without ``seconds`` (timings are kept apart from results)."""
+        return {k: v for k, v in asdict(self).items() if k != "seconds"}
 
 
 def train_with_restarts(

@@ -340,15 +340,17 @@ def fit(
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     trainer = Trainer(model, optimizer, schedule, generator, Progress(best_state=copy.deepcopy(model.state_dict())))
     identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
+    good = trainer.capture()  # the rollback point: the epoch's start, never the last time-based checkpoint
     if checkpoint is not None and checkpoint.resume and Path(checkpoint.path).exists():
         saved = load_checkpoint(checkpoint.path)
         check_same_run(saved, identity, checkpoint.path)
         try:
+            trainer.restore(saved["rollback"])  # both saved states must fit this model
             trainer.restore(saved)
-        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a checkpoint of a differently shaped model
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:  # e.g. another model
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{checkpoint.path}: the checkpoint does not fit this model ({reason})") from None
-    good = trainer.capture()
+        good = saved["rollback"]
     last_save = time.monotonic()
 
     def recover(where: str) -> dict:
@@ -356,6 +358,8 @@ def fit(
         retries = trainer.progress.retries + 1
         if retries > MAX_RETRIES:
             lr = optimizer.param_groups[0]["lr"]
+            if checkpoint is not None:  # resuming would diverge the same way: leave no checkpoint behind
+                Path(checkpoint.path).unlink(missing_ok=True)
             raise TrainingDiverged(
                 f"training diverged: non-finite loss or gradient at {where}, still after {MAX_RETRIES} "
                 f"learning-rate reductions (to {lr:.3g}); lower --lr (was {config.lr:g}) or check the data"
@@ -369,13 +373,11 @@ def fit(
         )  # fmt: skip
         return trainer.capture()
 
-    def save() -> dict | None:
-        """Write a checkpoint of the current (finite) state and return it, or None if not finite."""
+    def save() -> None:
+        """Write a checkpoint of the current state, with its rollback point, when the state is finite."""
         state = trainer.capture()
-        if not all_finite(state["model"]):
-            return None
-        save_checkpoint(checkpoint.path, {**state, "identity": identity})
-        return state
+        if all_finite(state["model"]):
+            save_checkpoint(checkpoint.path, {**state, "identity": identity, "rollback": good})
 
     bar = tqdm(total=config.epochs, initial=trainer.progress.epoch, desc="train", mininterval=1.0,
                disable=None if progress else True)  # fmt: skip
@@ -399,8 +401,8 @@ def fit(
                     p.total += value
                     p.step += 1
                     if checkpoint is not None and (stops or time.monotonic() - last_save >= checkpoint.every):
-                        saved_state = save()
-                        good, last_save = saved_state or good, time.monotonic()
+                        save()
+                        last_save = time.monotonic()
                         if stops:
                             raise TrainingInterrupted(f"checkpoint saved to {checkpoint.path}; continue with --resume")
                 if trainer.progress is not p or p.step < steps_per_epoch:

@@ -22,6 +22,7 @@ from iflow.errors import UserError
 from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
+from iflow.rundir import MARKER
 from iflow.train.trainer import TrainingInterrupted, fit
 
 N, DIM = 400, 3
@@ -62,7 +63,7 @@ def wait_for_progress(proc: subprocess.Popen, checkpoint: Path, epochs: int, tim
         assert proc.poll() is None, f"training ended before it could be interrupted: {proc.communicate()}"
         if checkpoint.exists():
             try:
-                progress = torch.load(checkpoint, weights_only=False)["progress"]
+                progress = torch.load(checkpoint, weights_only=True)["progress"]
             except Exception:  # noqa: BLE001 (replaced while reading: try again)
                 progress = {"epoch": 0, "step": 0}
             if progress["epoch"] >= epochs and progress["step"] >= 2:
@@ -105,7 +106,7 @@ def test_sigint_saves_then_exits_and_resume_matches(data_file: Path, reference: 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("iflow: interrupted; checkpoint saved to"), err
     assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, CHECKPOINT_FILE]
     saved = load_checkpoint(out / CHECKPOINT_FILE)
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
     capsys.readouterr()
