@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import numpy as np
+
 from .errors import UserError
 
 TMP_SUFFIX = ".tmp"
@@ -55,6 +57,16 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def save_json(path: Path, obj: dict) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write(path, lambda f: f.write(to_json(obj, indent=2).encode() + b"\n"))
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomically write an ``.npz`` (the name is kept exactly as given)."""
+    atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def to_json(obj: object, indent: int | None = None) -> str:

@@ -57,15 +57,11 @@ def check_fields(cls: type, values: object, where: str) -> None:
 
 def check_model_values(model: dict, where: str) -> None:
     """Ranges of the model fields, and a consistent description of u."""
-    for name in POSITIVE_INTS:
-        if model.get(name) is not None and model[name] < 1:
-            raise UserError(f"{where}: {name} must be >= 1, got {model[name]}")
-    for name in NONNEGATIVE_INTS:
-        if model.get(name, 0) < 0:
-            raise UserError(f"{where}: {name} must be >= 0, got {model[name]}")
-    for name in POSITIVE_FLOATS:
-        if model.get(name, 1.0) <= 0:
-            raise UserError(f"{where}: {name} must be > 0, got {model[name]}")
+    for names, lowest, inclusive in ((POSITIVE_INTS, 1, True), (NONNEGATIVE_INTS, 0, True), (POSITIVE_FLOATS, 0, False)):
+        for name in names:
+            value = model.get(name)
+            if value is not None and (value < lowest or (value == lowest and not inclusive)):
+                raise UserError(f"{where}: {name} must be {'>=' if inclusive else '>'} {lowest}, got {value}")
     aux = model.get("aux")
     if not isinstance(aux, dict):
         raise UserError(f"{where}: aux must describe u (kind, n_labels or aux_dim), got {aux!r}")
@@ -110,13 +106,15 @@ def check_weights(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def check_sizes(model: ModelConfig, state: dict[str, torch.Tensor], path: Path) -> None:
-    """The sizes the config asks for must occur in the weights, so the model built from it stays small."""
+def check_sizes(model: ModelConfig, state: dict[str, torch.Tensor], path: Path, applicable: set[str]) -> None:
+    """The sizes the config asks for (of the ``applicable`` fields) must occur in the weights, so the
+    model built from it stays small."""
     largest = max(max(v.shape, default=1) for v in state.values())
-    sizes = {"dim": model.dim, "hidden": model.hidden, "latent_dim": model.latent_dim,
-             "aux.n_labels": model.aux.n_labels or 0, "aux.aux_dim": model.aux.aux_dim or 0}  # fmt: skip
-    if model.flow == "spline":
+    sizes = {"dim": model.dim, "aux.n_labels": model.aux.n_labels or 0, "aux.aux_dim": model.aux.aux_dim or 0}
+    sizes.update({name: getattr(model, name) for name in ("hidden", "latent_dim") if name in applicable})
+    if model.flow == "spline" and "bins" in applicable:
         sizes["bins"] = model.bins
+    sizes = {name: value or 0 for name, value in sizes.items()}  # None: the builder's default
     for name, value in sizes.items():
         if value > largest:
             raise UserError(f"{path}: {name} {value} does not fit the weights in model.pt (no tensor that large)")

@@ -19,7 +19,7 @@ from scipy import integrate, stats
 from iflow.models.build import MODELS, build_model
 from iflow.config import ModelConfig
 from iflow.data.dataset import AuxSpec
-from iflow.flows.build import FLOWS, build_flow
+from iflow.flows.build import FLOWS, build_flow, options_for
 from iflow.priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
 
 
@@ -86,7 +86,8 @@ flow_cases = st.fixed_dictionaries(
 @given(case=flow_cases)
 def test_every_flow_and_its_transforms_invert_with_exact_logdet(case: dict) -> None:
     torch.manual_seed(case["seed"])
-    flow = build_flow(case["name"], case["dim"], depth=case["depth"], hidden=8, bins=5).to(case["dtype"]).eval()
+    options = options_for(case["name"], {"depth": case["depth"], "hidden": 8, "bins": 5})
+    flow = build_flow(case["name"], case["dim"], **options).to(case["dtype"]).eval()
     randomize(flow, case["seed"], case["scale"])
     generator = torch.Generator().manual_seed(case["seed"])
     x = case["spread"] * torch.randn(case["batch"], case["dim"], generator=generator, dtype=torch.float64)
@@ -99,7 +100,12 @@ def test_every_flow_and_its_transforms_invert_with_exact_logdet(case: dict) -> N
 
 
 def model_config(model: str, flow: str, prior: str, dim: int, aux: AuxSpec) -> ModelConfig:
-    return ModelConfig(model=model, flow=flow, prior=prior, dim=dim, depth=1, hidden=8, bins=5, aux=aux)
+    """A small config of ``model``, with the options the model and its flow read."""
+    reads = MODELS[model].options
+    options = {"flow": flow, "prior": prior, "depth": 1, "hidden": 8, "bins": 5}
+    if "flow" in reads:  # a flow model: the options its flow takes
+        options = {"flow": flow, "prior": prior, **options_for(flow, options)}
+    return ModelConfig(model=model, dim=dim, aux=aux, **{k: v for k, v in options.items() if k in reads})
 
 
 model_cases = st.fixed_dictionaries(
@@ -162,7 +168,7 @@ def test_every_model_is_finite_trainable_and_reloads_exactly(case: dict) -> None
     assert torch.equal(reloaded.log_prob(x, u), log_prob.detach())
     assert torch.equal(reloaded.encode(x, u), model.encode(x, u))
 
-    if getattr(model, "exact_likelihood", False):  # invertible models: decode undoes encode
+    if model.likelihood == "exact":  # invertible models: decode undoes encode
         with torch.no_grad():
             assert_close(model.decode(model.encode(x, u)), x, TOLERANCES[case["dtype"]].inverse, "decode(encode(x))")
 

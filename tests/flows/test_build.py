@@ -11,6 +11,7 @@ from iflow.flows.build import (
     LULinear,
     alternating_mask,
     build_flow,
+    options_for,
     residual_net_factory,
 )
 
@@ -34,7 +35,7 @@ def single_transforms(dim: int = DIM) -> dict:
     }
 
 
-ALL = {**{f"flow:{name}": (lambda n=name: build_flow(n, DIM, depth=2, hidden=16)) for name in FLOWS},
+ALL = {**{f"flow:{name}": (lambda n=name: build_flow(n, DIM, **options_for(n, {"depth": 2, "hidden": 16}))) for name in FLOWS},
        **{name: (lambda n=name: single_transforms()[n]) for name in single_transforms()}}  # fmt: skip
 
 
@@ -112,7 +113,7 @@ def test_unknown_flow_and_too_small_dim():
 
 def test_gradients_reach_every_parameter():
     for name in FLOWS:
-        flow = build_flow(name, DIM, depth=2, hidden=8)
+        flow = build_flow(name, DIM, **options_for(name, {"depth": 2, "hidden": 8}))
         randomize(flow)
         flow.train()
         z, logdet = flow(torch.randn(32, DIM))

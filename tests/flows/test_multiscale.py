@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from iflow.data.dequantization import UnitLogit
+from iflow.flows.unit_logit import UnitLogit
 from iflow.flows.multiscale import OneByOneConvolution, image_glow
 
 
