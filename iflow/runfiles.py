@@ -21,6 +21,7 @@ import torch
 
 from .config import ModelConfig, TrainConfig
 from .errors import UserError
+from .models.build import MODELS
 
 POSITIVE_INTS = ("dim", "hidden", "bins", "depth", "iw_samples", "train_samples")
 NONNEGATIVE_INTS = ("latent_dim", "anneal_steps")
@@ -68,16 +69,22 @@ def check_model_values(model: dict, where: str) -> None:
     size = {"labels": "n_labels", "continuous": "aux_dim"}.get(aux.get("kind"))
     if size is None:
         raise UserError(f"{where}: aux.kind must be 'labels' or 'continuous', got {aux.get('kind')!r}")
-    value = aux.get(size)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1 or set(aux) - {"kind", "n_labels", "aux_dim"}:
-        raise UserError(f"{where}: aux.{size} must be a positive integer, got {value!r}")
+    other = {"n_labels": "aux_dim", "aux_dim": "n_labels"}[size]
+    if not (fits_type(aux.get(size), int) and aux[size] >= 1) or aux.get(other) is not None:
+        raise UserError(f"{where}: aux.{size} must be a positive integer and aux.{other} null, got {aux!r}")
+    if set(aux) - {"kind", "n_labels", "aux_dim"}:
+        raise UserError(f"{where}: aux has unknown fields {sorted(set(aux) - {'kind', 'n_labels', 'aux_dim'})}")
 
 
 def check_config(config: object, path: Path) -> None:
     """``config.json`` as :func:`iflow.runs.save_run` writes it; raises :class:`UserError`."""
     if not isinstance(config, dict):
         raise UserError(f"{path}: unreadable run config (not a JSON object)")
+    if not fits_type(config.get("format_version", 0), int):
+        raise UserError(f"{path}: format_version must be an integer, got {config['format_version']!r}")
     check_fields(ModelConfig, config.get("model"), f"{path}: model")
+    if config["model"].get("model") not in MODELS:
+        raise UserError(f"{path}: unknown model {config['model'].get('model')!r}; choose from {sorted(MODELS)}")
     check_model_values(config["model"], f"{path}: model")
     check_fields(TrainConfig, config.get("train"), f"{path}: train")
     standardizer = config.get("standardizer")
@@ -96,6 +103,8 @@ def check_config(config: object, path: Path) -> None:
 def check_weights(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     """The state dict of ``model.pt``: names to finite tensors; raises :class:`UserError`."""
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
+    if isinstance(checkpoint, dict) and not fits_type(checkpoint.get("format_version", 0), int):
+        raise UserError(f"{path}: not an iflow checkpoint (format_version {checkpoint['format_version']!r})")
     if not isinstance(state, dict) or not state:
         raise UserError(f"{path}: not an iflow checkpoint (no state_dict of named tensors)")
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):

@@ -22,7 +22,7 @@ import torch
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
 from .data.dataset import Dataset, Standardizer, aux_spec, check_aux
 from .data.dequantization import dequantized
-from .errors import UserError
+from .errors import UserError, param
 from .files import atomic_write, save_json
 from .metrics import bits_per_dim, mcc
 from .runfiles import check_config, check_sizes, check_weights
@@ -284,5 +284,5 @@ def check_sample_memory(n: int, config: ModelConfig) -> None:
     needed = n * (config.dim + (config.hidden or 64)) * 8  # None: the default width
     available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if needed > available:
-        raise UserError(f"n = {n}: that many samples need about {needed / 2**30:.3g} GiB, more than this machine's "
+        raise UserError(f"{param('n')} {n}: that many samples need about {needed / 2**30:.3g} GiB, more than this machine's "
                         f"{available / 2**30:.3g} GiB of memory; sample fewer (and several times with other seeds)")  # fmt: skip
