@@ -91,3 +91,13 @@ def test_help_is_instant_and_does_not_import_torch():
     code = "import sys; from iflow.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_identical_runs_write_identical_result_files_and_keep_timings_apart(trained, tmp_path):
+    data, run = trained
+    again = tmp_path / "again"
+    assert main(["train", "--data", str(data), "--epochs", "2", "--batch-size", "64", "--depth", "2", "--out", str(again)]) == 0
+    for name in ("metrics.json", "config.json"):
+        assert (again / name).read_bytes() == (run / name).read_bytes(), name
+    assert "seconds" not in json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "timing.json").read_text())["seconds"] > 0

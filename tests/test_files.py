@@ -46,3 +46,13 @@ def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path: Path) -> None
     removed = remove_stale_temporaries(tmp_path)
     assert [p.name for p in removed] == [".checkpoint.pt.abc123.tmp"]
     assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+
+
+def test_to_json_writes_non_finite_numbers_as_null():
+    import json
+    import math
+
+    from iflow.files import to_json
+
+    text = to_json({"a": math.nan, "b": [1.5, -math.inf], "c": {"d": math.inf, "e": "x"}})
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": {"d": None, "e": "x"}}

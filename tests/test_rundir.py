@@ -132,3 +132,17 @@ def test_resume_and_overwrite_of_a_run(data_and_run, tmp_path, capsys) -> None:
         prepare_run_dir(copy, overwrite=False, resume=True)
     assert prepare_run_dir(copy, overwrite=True) is False
     assert sorted(files_of(copy)) == [MARKER]
+
+
+def test_a_folder_holding_a_run_is_cleared_with_it(tmp_path) -> None:
+    """The demo's layout: DIR is a run directory holding the run DIR/run."""
+    demo = tmp_path / "demo"
+    prepare_run_dir(demo, overwrite=False)
+    prepare_run_dir(demo / "run", overwrite=True)
+    (demo / "run" / "model.pt").write_bytes(b"weights")
+    (demo / "run" / "figures").mkdir()
+    (demo / "run" / "figures" / "sources.png").write_bytes(b"png")
+    with pytest.raises(UserError, match="--overwrite"):
+        prepare_run_dir(demo, overwrite=False)
+    prepare_run_dir(demo, overwrite=True)
+    assert sorted(files_of(demo)) == [MARKER]
