@@ -27,7 +27,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through ``write(file_object)`` into a temporary file beside ``path``, then rename over it.
 
     A process killed mid-write leaves at most a hidden ``.NAME.*.tmp`` file (see
-    :func:`remove_stale_temporaries`), never a truncated ``path``. Failing to
+    :func:`iflow.rundir.remove_iflow_temporaries`), never a truncated ``path``. Failing to
     create or rename the file (unwritable folder, full disk) raises :class:`UserError`.
     """
     path = Path(path)
@@ -49,14 +49,6 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files a killed :func:`atomic_write` left in ``directory``; return them."""
-    stale = [p for p in Path(directory).glob(f".*{TMP_SUFFIX}") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 def save_json(path: Path, obj: dict) -> None:

@@ -58,7 +58,11 @@ def check_fields(cls: type, values: object, where: str) -> None:
 
 def check_model_values(model: dict, where: str) -> None:
     """Ranges of the model fields, and a consistent description of u."""
-    for names, lowest, inclusive in ((POSITIVE_INTS, 1, True), (NONNEGATIVE_INTS, 0, True), (POSITIVE_FLOATS, 0, False)):
+    for names, lowest, inclusive in (
+        (POSITIVE_INTS, 1, True),
+        (NONNEGATIVE_INTS, 0, True),
+        (POSITIVE_FLOATS, 0, False),
+    ):
         for name in names:
             value = model.get(name)
             if value is not None and (value < lowest or (value == lowest and not inclusive)):

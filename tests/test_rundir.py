@@ -11,9 +11,17 @@ import pytest
 
 from iflow.cli import main
 from iflow.errors import UserError
-from iflow.rundir import MARKER, clear_run_dir, discard_if_unused, is_run_dir, prepare_run_dir
+from iflow.rundir import (
+    MARKER,
+    RUN_FILES,
+    clear_run_dir,
+    discard_if_unused,
+    is_run_dir,
+    prepare_run_dir,
+    remove_iflow_temporaries,
+)
 
-TINY = "--epochs 1 --batch-size 32 --flow realnvp --depth 1 --hidden 8".split()
+TINY = ["--epochs", "1", "--batch-size", "32", "--flow", "realnvp", "--depth", "1", "--hidden", "8"]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +131,7 @@ def test_a_new_run_directory_is_marked_and_a_failed_run_leaves_nothing(tmp_path)
 def test_resume_and_overwrite_of_a_run(data_and_run, tmp_path, capsys) -> None:
     import shutil
 
-    data, run = data_and_run
+    _, run = data_and_run
     copy = tmp_path / "run"
     shutil.copytree(run, copy)
     with pytest.raises(UserError, match="--overwrite"):
@@ -146,3 +154,11 @@ def test_a_folder_holding_a_run_is_cleared_with_it(tmp_path) -> None:
         prepare_run_dir(demo, overwrite=False)
     prepare_run_dir(demo, overwrite=True)
     assert sorted(files_of(demo)) == [MARKER]
+
+
+def test_only_the_temporaries_of_iflow_files_are_removed(tmp_path) -> None:
+    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half")
+    (tmp_path / ".thesis.txt.abc123.tmp").write_bytes(b"the user's")
+    (tmp_path / "model.pt").write_bytes(b"whole")
+    remove_iflow_temporaries(tmp_path, RUN_FILES)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".thesis.txt.abc123.tmp", "model.pt"]

@@ -128,7 +128,7 @@ def start_training_restarts(tmp_path: Path) -> tuple[subprocess.Popen, list[int]
     rng = np.random.default_rng(0)
     np.savez(tmp_path / "d.npz", x=rng.normal(size=(200, 2)), u=np.arange(200) % 2)
     argv = [sys.executable, "-m", "iflow.cli", "train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run")]
-    argv += "--restarts 2 --jobs 2 --epochs 100000 --batch-size 50 --flow realnvp --depth 1 --hidden 4".split()
+    argv += "--restarts 2 --jobs 2 --epochs 100000 --batch-size 50 --flow realnvp --depth 1 --hidden 4".split()  # noqa: SIM905
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     deadline = time.monotonic() + 120
