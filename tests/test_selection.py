@@ -167,7 +167,8 @@ def test_sigterm_to_the_parent_ends_the_workers_with_a_message(tmp_path):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1].startswith("iflow: interrupted; SIGTERM"), err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iflow: interrupted; SIGTERM"), err
     assert "Traceback" not in err
     assert end_all(workers) == [], "workers outlived their parent"
     assert not (tmp_path / "run").exists(), "nothing was saved, so nothing may be left"
