@@ -322,7 +322,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .data.builtin import is_builtin, load_data
     from .rundir import discard_if_unused
     from .runs import plan_run
-    from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
+    from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
 
     setup_torch(args)
@@ -334,7 +334,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
-        outcome = train_to_directory(plan, args.out, args.restarts, args.jobs, test, checkpoint)
+        outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
         discard_if_unused(args.out)  # nothing was saved: leave nothing behind
         raise
@@ -442,10 +442,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"figures: {args.out / 'run' / 'figures'}")
 
 
+def log_to_stderr() -> None:
+    """Print the library's INFO lines (per-epoch progress off a terminal) and warnings on stderr, as they are."""
+    import logging
+
+    logger = logging.getLogger("iflow")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import UserError
+
+    log_to_stderr()
 
     try:
         args.handler(args)

@@ -17,7 +17,7 @@ from pathlib import Path
 from .errors import UserError
 from .files import TMP_SUFFIX, atomic_write
 from .runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, TIMING_FILE, WEIGHTS_FILE
-from .train.checkpoint import CHECKPOINT_FILE
+from .training.checkpoint import CHECKPOINT_FILE
 
 MARKER = ".iflow-run"
 RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE, TIMING_FILE, CHECKPOINT_FILE)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
 from .runs import Run, train
-from .train.trainer import TrainingInterrupted, TrainResult
+from .training.trainer import TrainingInterrupted, TrainResult
 
 Trainer = Callable[[Dataset, ModelConfig, TrainConfig, bool], tuple[Run, TrainResult]]
 

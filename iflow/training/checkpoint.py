@@ -6,7 +6,7 @@ the position in the data order and the history so far. It is written
 atomically and only from a finite state. Every RNG state is stored as tensors
 and numbers, so a checkpoint loads with ``weights_only=True``: a file that holds
 any other object (a crafted pickle) is refused before anything in it runs, and
-its version and layout are checked before :func:`~iflow.train.trainer.fit`
+its version and layout are checked before :func:`~iflow.training.trainer.fit`
 compares its identity (options, data) and only then restores it.
 """
 
@@ -32,7 +32,7 @@ CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "rng", "progress", "identit
 
 @dataclass
 class Checkpointing:
-    """Where and how often :func:`~iflow.train.trainer.fit` saves its state.
+    """Where and how often :func:`~iflow.training.trainer.fit` saves its state.
 
     ``every``: seconds between checkpoints (0: after every step); one is always
     written when training ends. ``resume``: continue from ``path`` if it exists.
