@@ -101,3 +101,14 @@ def test_identical_runs_write_identical_result_files_and_keep_timings_apart(trai
         assert (again / name).read_bytes() == (run / name).read_bytes(), name
     assert "seconds" not in json.loads((run / "metrics.json").read_text())
     assert json.loads((run / "timing.json").read_text())["seconds"] > 0
+
+
+def test_training_prints_one_line_per_epoch_on_stdout_off_a_terminal(tmp_path, capsys) -> None:
+    """Under nohup, SLURM or `> log` there is no bar; every epoch is a line beside the results."""
+    data = tmp_path / "d.npz"
+    assert main(["data", "synthetic", "--segments", "4", "--per-segment", "100", "--out", str(data)]) == 0
+    capsys.readouterr()
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", "--batch-size", "64"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1].strip() for line in out if line.startswith("iflow: epoch")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
