@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
-from .config import LINEAR_FITS, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
+from .config import LINEAR_FITS, MAX_SEED, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
 
 DATA_HELP = (
     "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s; x may be "
@@ -47,6 +47,13 @@ def positive_int(text: str) -> int:
 def nonnegative_int(text: str) -> int:
     return _int(text, 0, "an integer >= 0")
 
+
+
+def seed(text: str) -> int:
+    value = _int(text, 0, f"an integer in 0..{MAX_SEED}")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
+    return value
 
 def _float(text: str, ok, what: str) -> float:
     try:
@@ -119,7 +126,7 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=nonnegative_int, default=0,
                    help="observed dimensions D >= sources (default: = sources); D > n mixes by an MLP from n to D "
                    "and has no true log-likelihood")
-    p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    p.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
 
 
 MODEL_DEFAULTS = ModelConfig()  # one source of truth for the defaults: the dataclasses
@@ -173,7 +180,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay,
                    help="Adam weight decay (default %(default)s)")
     p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="held-out fraction (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="training seed (default %(default)s)")
+    p.add_argument("--seed", type=seed, default=d.seed, help="training seed (default %(default)s)")
     p.add_argument(
         "--prior-fit", choices=PRIOR_FITS, default=d.prior_fit,
         help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
@@ -245,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="integer label, or continuous u: V or V1,V2,... in the units of the training u")
     condition.add_argument("--u-file", type=Path, help=".npz whose array u holds one condition per draw")
     sample.add_argument("--n", type=positive_int, help="number of samples (default with --u-file: one per row)")
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("--seed", type=seed, default=0)
     sample.add_argument("--out", required=True, type=Path)
     add_runtime_options(sample)
     sample.set_defaults(handler=cmd_sample)
@@ -270,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
-    demo.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    demo.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_runtime_options(demo)
     demo.set_defaults(handler=cmd_demo)
@@ -330,31 +337,13 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> bool:
-    """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
-    import shutil
+    """Make ``out`` ready for a run; True when it holds a checkpoint to resume from.
 
-    from .training.checkpoint import CHECKPOINT_FILE
-    from .errors import UserError
-    from .files import remove_stale_temporaries
+    Only an iflow run directory is ever resumed into, overwritten or cleared (see :mod:`iflow.rundir`).
+    """
+    from .rundir import prepare_run_dir as prepare
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if out.exists() and resume:
-        remove_stale_temporaries(out)
-        if (out / CHECKPOINT_FILE).is_file():
-            return True
-    if out.exists() and any(out.iterdir()):
-        if not (overwrite or resume):
-            hint = " or --resume to continue it" if resumable else ""
-            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it{hint}")
-        if resume and not overwrite and (out / "model.pt").is_file():
-            raise UserError(f"{out}: the run is complete (no checkpoint left to resume); pass --overwrite to train again")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create run directory ({exc.strerror})") from None
-    return False
+    return prepare(out, overwrite, resume, resumable)
 
 
 def configs_from(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
@@ -378,6 +367,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
     from .inputs import single_label_warning
+    from .rundir import discard_if_unused
     from .runs import plan_run
     from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
@@ -396,18 +386,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     try:
         outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
-        if args.out.is_dir() and not any(args.out.iterdir()):
-            args.out.rmdir()  # nothing was saved: leave nothing behind
+        discard_if_unused(args.out)  # nothing was saved: leave nothing behind
         raise
-    report_training(args.out, outcome.metrics)
+    report_training(args.out, outcome.metrics, outcome.seconds)
 
 
-def report_training(out: Path, metrics: dict) -> None:
+def report_training(out: Path, metrics: dict, seconds: float) -> None:
     for restart in metrics.get("restarts", []):
         score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
         kept = " (kept)" if restart["chosen"] else ""
         print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
-    print(f"{out}: training rows {format_metrics(metrics['train'])} ({metrics['seconds']:.0f} s)")
+    print(f"{out}: training rows {format_metrics(metrics['train'])} ({seconds:.0f} s)")
     print(f"{out}: validation rows {format_metrics(metrics['val'])}")
     if "test" in metrics:
         print(f"{out}: test {format_metrics(metrics['test'])}")
@@ -428,6 +417,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from .files import to_json
     from .runs import evaluate, load_run
     from .splits import load_split
 
@@ -436,7 +426,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     data = load_split(args.data, run, args.split, args.u_cols, args.levels)
     metrics = evaluate(run, data)
     if args.json:
-        print(json.dumps(metrics))
+        print(to_json(metrics))
     else:
         kind = "exact" if metrics["exact"] else metrics.get("estimator", "lower bound")
         print(f"{data.source} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
@@ -490,6 +480,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     from .consistency import consistency
     from .data.builtin import load_data
     from .errors import UserError
+    from .files import to_json
     from .runs import load_run
 
     if len(args.runs) < 2:
@@ -498,7 +489,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     runs = [load_run(path, args.device) for path in args.runs]
     report = consistency(runs, load_data(args.data, "test", args.u_cols, args.levels))
     if args.json:
-        print(json.dumps(report))
+        print(to_json(report))
         return
     for name, row in zip(report["runs"], report["pairwise"]):
         print(f"{name}: " + " ".join(f"{value:.3f}" for value in row))
@@ -518,13 +509,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     setup_torch(args)
     prepare_run_dir(args.out, overwrite=args.overwrite)
+    prepare_run_dir(args.out / "run", overwrite=True)  # the run inside is a run directory too
     synthetic = generate(SyntheticConfig(seed=args.seed))
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"synthetic seed {args.seed}")
     print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")
     print(f"baseline: MCC of x itself against the sources = {mcc(data.x, data.s).mcc:.3f}")
     train_config = TrainConfig(device=args.device, threads=args.threads)
     outcome = train_and_save(data, args.out / "run", ModelConfig(), train_config)
-    print(f"identifiable flow: {format_metrics(outcome.metrics)} ({outcome.metrics['seconds']:.0f} s)")
+    print(f"identifiable flow: {format_metrics(outcome.metrics)} ({outcome.seconds:.0f} s)")
     print(f"figures: {args.out / 'run' / 'figures'}")
 
 

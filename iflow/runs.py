@@ -2,7 +2,7 @@
 
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
-``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
+``history.json``, ``timing.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
 :mod:`iflow.training.checkpoint`), removed once the run is saved.
 
 Everything that can be decided before training is decided once, in :func:`plan_run`:
@@ -12,6 +12,7 @@ the filled and validated configs, the standardisation, the split and the seeded 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -22,9 +23,10 @@ from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_
 from .data.dataset import Dataset, Standardizer, aux_spec, check_aux, is_real_numeric
 from .data.dequantization import dequantized
 from .data.images import check_levels
-from .errors import UserError
+from .errors import UserError, param
 from .files import atomic_write, save_json
 from .metrics import bits_per_dim, mcc
+from .runfiles import check_config, check_sizes, check_weights
 from .models.build import applicable_fields, build_model, model_entry
 from .models.decoders import check_observations
 from .models.sampling import sample as sample_model
@@ -37,6 +39,7 @@ from .training.trainer import TrainResult, fit, split_for_training
 from .units import DATA_UNITS, HISTORY_UNITS, add_data_units
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
+TIMING_FILE = "timing.json"  # wall times, kept apart so identical runs write identical result files
 
 
 @dataclass
@@ -65,7 +68,7 @@ class Run:
             check_levels(data, self.standardizer)
         dequantize = data.dequantize / self.standardizer.std if np.any(data.dequantize) else 0.0
         u = data.u if self.aux_standardizer is None else self.aux_standardizer(data.u)
-        return replace(data, x=self.standardizer(data.x), u=u, dequantize=dequantize)
+        return replace(data, x=self.standardizer(data.x, data.source), u=u, dequantize=dequantize)
 
 
 @dataclass(frozen=True)
@@ -225,12 +228,13 @@ def read_configs(directory: Path) -> tuple[ModelConfig, TrainConfig, Standardize
     path = directory / CONFIG_FILE
     try:
         config = json.loads(path.read_text())
+        check_config(config, path)
         if config.get("format_version", 0) > FORMAT_VERSION:
             raise UserError(f"{directory}: written by a newer iflow (format {config['format_version']} > {FORMAT_VERSION}); upgrade iflow")
         model = config["model"]
         model_config = model_config_from_dict(model, applicable_fields(ModelConfig(model=model["model"])))
         return model_config, train_config_from_dict(config["train"]), Standardizer.from_dict(config["standardizer"])
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: unreadable run config ({exc!r})") from None
 
 
@@ -249,8 +253,7 @@ def read_weights(directory: Path, model_name: str) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt files
         raise UserError(f"{path}: unreadable weights ({type(exc).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{path}: not an iflow checkpoint")
+    check_weights(checkpoint, path)
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path}: written by a newer iflow (format {checkpoint['format_version']}); upgrade iflow")
     if checkpoint.get("model") != model_name:
@@ -268,10 +271,13 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
             raise UserError(f"{directory}: not a complete run (missing {name})")
     model_config, train_config, standardizer = read_configs(directory)
     state_dict = read_weights(directory, model_config.model)
-    model = build_model(model_config)
+    check_sizes(model_config, state_dict, directory / CONFIG_FILE, applicable_fields(model_config))
     try:
+        model = build_model(model_config)
         model.load_state_dict(state_dict)
-    except RuntimeError as exc:
+    except UserError as exc:
+        raise UserError(f"{directory / CONFIG_FILE}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (an edited config can make a builder or the loading fail in many ways)
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UserError(f"{directory / WEIGHTS_FILE}: weights do not fit the model in config.json ({first})") from None
     model.to(resolve_device(device)).eval()
@@ -291,6 +297,7 @@ def sample(run: Run, u: int | np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     ``u``: one integer label or ``(n,)`` labels; for a model on continuous u, one value
     ``(aux_dim,)`` or one per draw ``(n, aux_dim)``, in the units of the training u.
     """
+    check_sample_memory(n, run.model_config)
     generator = torch.Generator(device=run.device).manual_seed(seed)
     x = sample_model(run.model, n, sampling_condition(run, u, n), generator=generator).cpu().numpy()
     return run.standardizer.inverse(x)
@@ -316,3 +323,12 @@ def sampling_condition(run: Run, u: int | np.ndarray, n: int) -> int | torch.Ten
     condition = values.reshape(1, aux.aux_dim) if per_draw is None else per_draw
     condition = run.aux_standardizer(condition) if run.aux_standardizer is not None else condition.astype(np.float32)
     return torch.as_tensor(condition[0] if per_draw is None else condition, device=run.device)
+
+
+def check_sample_memory(n: int, config: ModelConfig) -> None:
+    """Refuse ``n`` draws whose arrays (the draws in float64, one activation per hidden unit) exceed the memory."""
+    needed = n * (config.dim + (config.hidden or 64)) * 8  # None: the default width
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise UserError(f"{param('n')} {n}: that many samples need about {needed / 2**30:.3g} GiB, more than this machine's "
+                        f"{available / 2**30:.3g} GiB of memory; sample fewer (and several times with other seeds)")  # fmt: skip

@@ -83,3 +83,36 @@ def test_split_is_seeded_and_disjoint():
     assert len(val) == 20 and len(set(train) | set(val)) == 100
     assert np.array_equal(val, split_indices(100, 0.2, seed=1)[1])
     assert not np.array_equal(val, split_indices(100, 0.2, seed=2)[1])
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1e30])
+def test_standardisation_is_float64_so_the_scale_of_x_does_not_matter(scale):
+    x = np.random.default_rng(0).normal(size=(500, 3)).astype(np.float32)
+    scaled = (x.astype(np.float64) * scale).astype(np.float32)  # what a data file of such x holds
+    reference = Standardizer.fit(x)(x)
+    assert np.all(np.isfinite(reference))
+    np.testing.assert_allclose(Standardizer.fit(scaled)(scaled), reference, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(Standardizer.fit(scaled).std, x.std(0, dtype=np.float64) * scale, rtol=1e-5)
+
+
+def test_standardised_values_beyond_float32_are_a_user_error():
+    standardizer = Standardizer(np.zeros(2), np.full(2, 1e-40))
+    with pytest.raises(UserError, match="beyond float32"):
+        standardizer(np.ones((3, 2)), "far.npz")
+
+
+def test_same_mcc_for_x_scaled_by_1e30_and_1e_minus_30():
+    from iflow.config import ModelConfig, TrainConfig
+    from iflow.data.synthetic import SyntheticConfig, generate
+    from iflow.runs import evaluate, train
+
+    synthetic = generate(SyntheticConfig(sources=2, segments=4, per_segment=150, seed=3))
+    scores = {}
+    for scale in (1.0, 1e-30, 1e30):
+        data = make_dataset(synthetic.x.astype(np.float64) * scale, synthetic.u, synthetic.s)
+        run, _ = train(data, ModelConfig(flow="realnvp", depth=2, hidden=16), TrainConfig(epochs=3, batch_size=64), progress=False)
+        metrics = evaluate(run, data)
+        assert np.isfinite(metrics["log_likelihood"])
+        scores[scale] = metrics["mcc"]
+    assert scores[1.0] > 0.6, scores  # a real recovery, so that MCC 0 (the float32 failure) cannot pass
+    assert abs(scores[1e-30] - scores[1.0]) < 0.02 and abs(scores[1e30] - scores[1.0]) < 0.02, scores
