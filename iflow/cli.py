@@ -112,7 +112,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="iflow (default), flow (unconditional baseline), ivae, or the baselines vae, betavae, tcvae")
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
-    p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace (default {d.prior})")
+    p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace; iflow also "
+                   f"student-t or shape (default {d.prior})")
     p.add_argument("--depth", type=positive_int, default=None,
                    help="flow depth, or the VAE's hidden layers (default: the flow's own; VAE 3)")
     p.add_argument("--hidden", type=positive_int, default=None,
