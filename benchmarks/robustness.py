@@ -10,10 +10,18 @@ points, held-out gap to the true model (true minus model log-likelihood, nats/sa
 trainer's validation log-likelihood (what selection may use), seconds and epochs to stop.
 Rows are cached in robustness.json (a rerun skips done rows); the report is robustness.md.
 
-    # what was run for robustness.md (one process, nice -n 10; see its header for the budget):
+    # what was run for robustness.md (one process, nice -n 10, on a shared 2-core machine):
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --epochs 16 \\
-        --cells student-t uniform laplace base --priors gauss student-t shape --seeds 1 2 3
-    # the full grid, with the library defaults (hours on one core):
+        --cells student-t --priors gauss student-t shape --seeds 1 2 3
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+        --cells student-t uniform --priors gauss student-t shape --seeds 1 2 3
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+        --cells student-t --priors gauss student-t --seeds 1 2 3 --train-seeds 1   # restarts
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+        --cells student-t --priors gauss --seeds 1 2 3 --linear-fit none   # the Gaussian without its linear fit
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+        --cells base --priors gauss student-t shape --seeds 1 2 3   # where the Gaussian is right
+    # the full grid, with the library defaults (324 runs of 1-3 minutes: about 10 hours on one core):
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --priors gauss student-t shape --seeds 1 2 3
     python benchmarks/robustness.py --report      # robustness.md from the cache only
 """
@@ -157,11 +165,14 @@ def save_row(key: str, row: dict) -> None:
 def run_grid(args: argparse.Namespace) -> None:
     budget = budget_name(args.quick, args.epochs)
     train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
+    if args.linear_fit is not None:
+        train_config = replace(train_config, linear_fit=args.linear_fit)
+    variant = "" if args.linear_fit is None else f"+linear-fit-{args.linear_fit}"  # kept apart in the cache
     for cell in args.cells:  # a cell complete (every seed and prior) before the next
         for seed in args.seeds:
             for prior in args.priors:
                 for train_seed in args.train_seeds:
-                    key = row_key(budget, cell, prior, seed, train_seed)
+                    key = row_key(budget, cell, prior + variant, seed, train_seed)
                     if key in load_cache():
                         continue
                     config = cell_config(cell, seed, args.quick)
@@ -217,14 +228,15 @@ def results_table(cache: dict, cells: dict[str, dict]) -> list[str]:
 
 def prior_selection(cache: dict) -> list[str]:
     """Per (budget, cell, data seed) with two or more priors: does the higher validation
-    log-likelihood pick the higher MCC? Counted over pairs of priors and as the argmax."""
+    log-likelihood pick the higher MCC? Counted over pairs of priors and as the argmax; training
+    variants (``prior+option``) are left out."""
     grouped = rows_by(cache)
     header = ("| budget | cell | data seeds | pairs where the likelihood orders MCC right | chosen by likelihood: MCC "
               "| best MCC among priors | Gaussian's MCC | priors chosen |")  # fmt: skip
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     cells = sorted({(b, c) for b, c, _ in grouped})
     for budget, cell in cells:
-        priors = sorted(p for b, c, p in grouped if (b, c) == (budget, cell))
+        priors = sorted(p for b, c, p in grouped if (b, c) == (budget, cell) and "+" not in p)  # no variants
         seeds = sorted(set.intersection(*({s for s, t in grouped[(budget, cell, p)] if t == 0} for p in priors)))
         if len(priors) < 2 or not seeds:
             continue
@@ -336,6 +348,7 @@ def main() -> None:
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0], help="training seeds (restarts)")
     parser.add_argument("--quick", action="store_true", help=f"cells not setting them use {QUICK}")
     parser.add_argument("--epochs", type=int, default=None, help="a fixed budget instead of the library default")
+    parser.add_argument("--linear-fit", choices=["auto", "epoch", "none"], default=None, help="TrainConfig.linear_fit")
     parser.add_argument("--report", action="store_true", help="only write robustness.md from the cache")
     args = parser.parse_args()
     torch.set_num_threads(1)
