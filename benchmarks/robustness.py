@@ -235,6 +235,7 @@ def prior_selection(cache: dict) -> list[str]:
               "| best MCC among priors | Gaussian's MCC | priors chosen |")  # fmt: skip
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     cells = sorted({(b, c) for b, c, _ in grouped})
+    totals = {"right": 0, "pairs": 0, "best": 0, "seeds": 0}
     for budget, cell in cells:
         priors = sorted(p for b, c, p in grouped if (b, c) == (budget, cell) and "+" not in p)  # no variants
         seeds = sorted(set.intersection(*({s for s, t in grouped[(budget, cell, p)] if t == 0} for p in priors)))
@@ -250,6 +251,8 @@ def prior_selection(cache: dict) -> list[str]:
                     ll = rows[a]["val_log_likelihood"] - rows[b]["val_log_likelihood"]
                     right += (ll > 0) == (rows[a]["mcc"] - rows[b]["mcc"] > 0)
             pick = max(priors, key=lambda p: rows[p]["val_log_likelihood"])
+            totals["best"] += rows[pick]["mcc"] == max(r["mcc"] for r in rows.values())
+            totals["seeds"] += 1
             chosen.append(rows[pick]["mcc"])
             names.append(pick)
             best.append(max(r["mcc"] for r in rows.values()))
@@ -258,6 +261,10 @@ def prior_selection(cache: dict) -> list[str]:
             f"| {budget} | {cell} | {', '.join(map(str, seeds))} | {right}/{pairs} | {np.mean(chosen):.3f} "
             f"| {np.mean(best):.3f} | {np.mean(gauss):.3f} | {', '.join(names)} |"
         )
+        totals["right"], totals["pairs"] = totals["right"] + right, totals["pairs"] + pairs
+    total = (f"In all: the likelihood ordered MCC right in {totals['right']} of {totals['pairs']} pairs of priors, "
+             f"and chose the prior with the best MCC on {totals['best']} of {totals['seeds']} data sets.")  # fmt: skip
+    lines += ["", total]
     return lines
 
 
