@@ -24,6 +24,7 @@ Rows are cached in robustness.json (a rerun skips done rows); the report is robu
     # the full grid, with the library defaults (324 runs of 1-3 minutes: about 10 hours on one core):
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --priors gauss student-t shape --seeds 1 2 3
     python benchmarks/robustness.py --report      # robustness.md from the cache only
+    python benchmarks/robustness.py --readme      # the README's table from the cache
 """
 
 from __future__ import annotations
@@ -295,6 +296,25 @@ def restart_selection(cache: dict) -> list[str]:
     return lines
 
 
+README_BUDGET, README_PRIORS = "quick-defaults", ("gauss", "student-t", "shape")
+
+
+def readme_table(cache: dict, cells: dict[str, dict]) -> str:
+    """The README's table: MCC mean (lowest) and held-out gap per prior, library defaults, --quick data."""
+    grouped = rows_by(cache)
+    lines = ["| cell (data seeds) | " + " | ".join(f"`--prior {p}`: MCC (lowest), gap" for p in README_PRIORS) + " |",
+             "|---|" + "---|" * len(README_PRIORS)]  # fmt: skip
+    for cell in cells:
+        found = [[r for (_, trained), r in sorted(grouped.get((README_BUDGET, cell, p), {}).items()) if trained == 0]
+                 for p in README_PRIORS]  # fmt: skip
+        if not all(found):
+            continue
+        cols = [f"{np.mean([r['mcc'] for r in rs]):.3f} ({min(r['mcc'] for r in rs):.3f}), "
+                f"{np.mean([r['gap'] for r in rs]):.2f}" for rs in found]  # fmt: skip
+        lines.append(f"| {cell} ({len(found[0])}) | " + " | ".join(cols) + " |")
+    return "\n".join(lines)
+
+
 def recovery_restarts() -> list[str]:
     """The well-specified comparison: the restarts `recovery.py --restarts 2` recorded (Gaussian sources)."""
     recovery = json.loads((HERE / "recovery.json").read_text())
@@ -357,7 +377,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="a fixed budget instead of the library default")
     parser.add_argument("--linear-fit", choices=["auto", "epoch", "none"], default=None, help="TrainConfig.linear_fit")
     parser.add_argument("--report", action="store_true", help="only write robustness.md from the cache")
+    parser.add_argument("--readme", action="store_true", help="only print the README's table from the cache")
     args = parser.parse_args()
+    if args.readme:
+        print(readme_table(load_cache(), CELLS))
+        return
     torch.set_num_threads(1)
     if not args.report:
         run_grid(args)
