@@ -6,9 +6,8 @@ given u that identifiability needs; Hyvärinen, Sasaki and Turner, AISTATS 2019,
 prove it without an exponential family, given sufficient variability over u).
 
 - ``student-t``: z_i | u ~ t(nu_i; m_{u,i}, s_{u,i}), a free location and scale per
-  label and a tail index nu_i per component shared by the labels (``nu -> inf``
-  is the Gaussian prior, so it fits mean-modulated heavy-tailed sources and loses
-  little on Gaussian ones). A location-scale t is not an exponential family, so its
+  label and a tail index nu_i per component shared by the labels, for mean-modulated
+  heavy-tailed sources (``nu -> inf`` is the Gaussian prior). A location-scale t is not an exponential family, so its
   per-epoch M-step is the t's EM (weights w = (nu + 1) / (nu + r^2), then weighted
   mean and variance) at the current nu; nu is learned by gradient with the flow.
 - ``shape``: z_i | u = m_{u,i} + s_{u,i} e_i, the standardised e_i with a learned density
