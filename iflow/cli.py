@@ -94,6 +94,12 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
                    help="observed dimensions D >= sources (default: = sources); D > n mixes by an MLP from n to D "
                    "and has no true log-likelihood")
     p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    p.add_argument("--mixing", choices=["fresh", "shared", "orthogonal"], default="fresh",
+                   help="fresh matrix per layer (default, iFlow), one shared by every layer (iVAE code), or "
+                   "orthogonal: activation then a random orthogonal matrix per layer (ICE-BeeM, with --activation leaky)")
+    p.add_argument("--means", choices=["uniform", "easy"], default="uniform",
+                   help="segment means U(-5, 5) (default), or easy: the second source's mean is 2 x a permuted "
+                   "segment index (the iVAE paper's easy-to-classify data)")
 
 
 MODEL_DEFAULTS = ModelConfig()  # one source of truth for the defaults: the dataclasses
@@ -271,6 +277,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
     check_output_file(args.out)
     fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
     fields += ("obs", "dim")
+    fields += ("mixing", "means")
     config = SyntheticConfig(**{name: getattr(args, name) for name in fields})
     try:
         data = generate(config)
