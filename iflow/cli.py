@@ -105,7 +105,7 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
 MODEL_DEFAULTS = ModelConfig()  # one source of truth for the defaults: the dataclasses
 TRAIN_DEFAULTS = TrainConfig()
 MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_bound", "latent_dim", "obs", "noise_var",
-                 "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder")  # fmt: skip
+                 "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
                  "prior_fit", "linear_fit")  # fmt: skip
 
@@ -115,7 +115,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     given to a model that does not read it is an error."""
     d = MODEL_DEFAULTS
     p.add_argument("--model", default=None,
-                   help="iflow (default), flow (unconditional baseline), ivae, or the baselines vae, betavae, tcvae")
+                   help="iflow (default), flow (unconditional baseline), ivae, the baselines vae, betavae, tcvae, "
+                   "tcl (time-contrastive learning), fastica (FastICA on x) or identity (x itself)")
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
     p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace (default {d.prior})")
@@ -143,6 +144,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--encoder", default=None,
                      help="posterior q(z | x, u): mlp (default; u added at the first layer) or product "
                      "(a Gaussian q(z | x) times the prior p(z | u), normalised; Gaussian priors only)")
+    p.add_argument("--tcl-ica", action="store_true", default=None,
+                   help="tcl: FastICA of the features after training (the TCL paper's last step)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -325,7 +328,10 @@ def configs_from(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
 
 
 def format_metrics(metrics: dict) -> str:
-    parts = [f"log-likelihood {metrics['log_likelihood']:.4f} nats/sample", f"{metrics['bits_per_dim']:.4f} bits/dim"]
+    if metrics["log_likelihood"] is None:  # TCL, FastICA, x itself
+        parts = ["no likelihood"]
+    else:
+        parts = [f"log-likelihood {metrics['log_likelihood']:.4f} nats/sample", f"{metrics['bits_per_dim']:.4f} bits/dim"]
     if metrics.get("mcc") is not None:
         parts.append(f"MCC {metrics['mcc']:.4f}")
     if metrics.get("gap") is not None:

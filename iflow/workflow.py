@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
+from .protocols import NO_LIKELIHOOD
 from .runs import Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
 from .selection import Restart, train_with_restarts
 from .train.checkpoint import Checkpointing
@@ -61,7 +62,7 @@ def save_figures(run: Run, data: Dataset, result: TrainResult, restarts: list[Re
     save_training_figure(result.history, figures / "training.png")
     if restarts and data.s is not None:
         save_restarts_figure([r.as_dict() for r in restarts], figures / "restarts.png")
-    if data.dim == 2:
+    if data.dim == 2 and run.model.likelihood != NO_LIKELIHOOD:
         save_density_figure(run, data, figures / "density.png")
     if data.image_shape is not None:
         save_class_samples_figure(run, figures / "samples.png")
