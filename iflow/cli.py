@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(agree)
     agree.set_defaults(handler=cmd_consistency)
 
+    add_experiment_parser(commands)
+
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
     demo.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
@@ -238,6 +240,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
+    experiment = commands.add_parser("experiment", help="the papers' experiments, or a sweep file, over seeds")
+    experiment.add_argument("name", nargs="?", help="experiment to run (see --list)")
+    experiment.add_argument("--list", action="store_true", help="describe every experiment and exit")
+    experiment.add_argument("--config", type=Path, help="a sweep file (TOML): a grid of options x seeds")
+    experiment.add_argument("--seeds", type=positive_int, help="data seeds 1..K (default: the experiment's; 1 with --quick)")
+    experiment.add_argument("--quick", action="store_true", help="the toy-scale preset (minutes on 2 cores)")
+    experiment.add_argument("--jobs", type=positive_int, default=1, help="rows trained at once, one process and torch "
+                            "thread each (default 1; results are the same for any number)")  # fmt: skip
+    experiment.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                            help="local joblib workers (default) or a SLURM job array through submitit")
+    experiment.add_argument("--out", type=Path, help="results folder (default experiments/NAME[-quick]); a rerun "
+                            "skips the rows already there")  # fmt: skip
+    slurm = experiment.add_argument_group("SLURM (--launcher slurm)")
+    slurm.add_argument("--partition", help="SLURM partition")
+    slurm.add_argument("--time", type=positive_int, default=60, help="minutes per row (default 60)")
+    slurm.add_argument("--mem", type=positive_float, default=4.0, help="GB of memory per row (default 4)")
+    slurm.add_argument("--gpus", type=nonnegative_int, default=0, help="GPUs per row (default 0)")
+    slurm.add_argument("--array-parallelism", type=positive_int, default=64, help="rows running at once (default 64)")
+    experiment.set_defaults(handler=cmd_experiment)
 
 
 def setup_torch(args: argparse.Namespace) -> None:
@@ -442,6 +466,34 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     if report["true_mcc"] is not None:
         line += "; MCC to the true sources: " + ", ".join(f"{value:.3f}" for value in report["true_mcc"])
     print(line)
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    """List, or run a paper's experiment or a sweep file, and say where the results are."""
+    from .errors import UserError
+    from .experiments import available, experiment
+    from .experiments.runner import SlurmOptions, run_experiment
+
+    if args.list:
+        for name in available():
+            print(f"{name:16s} {experiment(name).DESCRIPTION}")
+        return
+    if (args.name is None) == (args.config is None):
+        raise UserError("name one experiment (see --list) or give --config FILE, not both")
+    settings, seeds = None, args.seeds
+    if args.config is not None:
+        from .experiments import sweep
+
+        spec = sweep.read_toml(args.config)
+        settings, file_seeds = sweep.grid(spec, str(args.config))
+        module, name, seeds = sweep, spec.get("name", args.config.stem), seeds or file_seeds
+    else:
+        module, name = experiment(args.name), args.name
+    out = args.out or Path("experiments") / (f"{name}-quick" if args.quick else name)
+    slurm = SlurmOptions(args.partition, args.time, args.mem, args.gpus, args.array_parallelism)
+    rows = run_experiment(module, out, seeds, args.quick, args.jobs, args.launcher, slurm, settings)
+    print(f"{name}: {len(rows)} rows; {out / 'table.md'}, {out / 'figure.png'}, {out / 'results.csv'}")
+    print((out / "table.md").read_text(), end="")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

@@ -6,17 +6,22 @@ An experiment is a module of this package with
     PUBLISHED: dict | None                            # the paper's numbers and the protocol they come from
     def settings(quick: bool) -> list[dict]           # JSON-able options, each with "model"
     def run(setting: dict, seed: int) -> dict         # module-level (picklable): one row's results
-    def report(rows: list[dict], out: Path) -> None   # CSV, figure, markdown table in ``out``
+    def report(rows: list[dict], out: Path) -> None   # figure, markdown ``table.md`` in ``out``
+    SEEDS: int                                        # optional: the default number of seeds (else 5)
 
 registered below by name. :mod:`iflow.experiments.runner` runs every (setting, seed)
 once, locally in joblib workers or on SLURM through submitit, writes one JSON row per
 (setting, seed) as it finishes and skips finished rows on a rerun; a row is the setting,
-the seed, ``run``'s results and the seconds it took. Modules are imported only when used.
+the seed, ``run``'s results and the seconds it took; it writes ``results.csv`` itself.
+:mod:`iflow.experiments.common` trains and scores the usual row and
+:mod:`iflow.experiments.report` draws the usual figure and table. Modules are imported
+only when used.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from types import ModuleType
 
 from ..errors import UserError
