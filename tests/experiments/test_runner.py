@@ -8,8 +8,7 @@ import pytest
 
 from iflow.cli import main
 from iflow.errors import UserError
-from iflow.experiments import EXPERIMENTS, available, experiment
-from iflow.experiments import common, segments, sweep, visual_2d
+from iflow.experiments import EXPERIMENTS, available, common, experiment, segments, sweep, visual_2d
 from iflow.experiments.dim_select import knee
 from iflow.experiments.runner import SlurmOptions, run_experiment
 
