@@ -321,7 +321,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable:
     """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
     import shutil
 
-    from .train.checkpoint import CHECKPOINT_FILE
+    from .training.checkpoint import CHECKPOINT_FILE
     from .errors import UserError
     from .files import remove_stale_temporaries
 
@@ -369,7 +369,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
     from .runs import plan_run
-    from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
+    from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
 
     setup_torch(args)
@@ -381,7 +381,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
-        outcome = train_to_directory(plan, args.out, args.restarts, args.jobs, test, checkpoint)
+        outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
         if args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()  # nothing was saved: leave nothing behind
@@ -515,10 +515,24 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"figures: {args.out / 'run' / 'figures'}")
 
 
+def log_to_stderr() -> None:
+    """Print the library's INFO lines (per-epoch progress off a terminal) and warnings on stderr, as they are."""
+    import logging
+
+    logger = logging.getLogger("iflow")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import UserError
+
+    log_to_stderr()
 
     try:
         args.handler(args)
