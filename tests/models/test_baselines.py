@@ -60,7 +60,19 @@ def test_saved_baselines_load_back_and_encode_the_same(tmp_path):
     for model in ("fastica", "tcl"):
         run, result = train(data, ModelConfig(model=model), TrainConfig(epochs=1, batch_size=100), progress=False)
         save_run(run, tmp_path / model, result)
-        np.testing.assert_allclose(encode_dataset(load_run(tmp_path / model), data), encode_dataset(run, data), atol=1e-5)
+        np.testing.assert_array_equal(encode_dataset(load_run(tmp_path / model), data), encode_dataset(run, data))
+
+
+@pytest.mark.parametrize("name", ["fastica", "identity"])
+def test_closed_form_baselines_are_not_trained_and_have_no_likelihood(name):
+    from iflow.models.build import MODELS, build_model
+
+    assert not MODELS[name].trained and MODELS[name].closed_form
+    model = build_model(ModelConfig(model=name, dim=3))
+    assert list(model.parameters()) == [] and model.encode(torch.eye(3)).shape == (3, 3)
+    for method in (model.log_prob, model.loss):
+        with pytest.raises(UserError, match="likelihood|closed form"):
+            method(torch.eye(3), torch.zeros(3, dtype=torch.long))
 
 
 def test_tcl_needs_integer_labels():
