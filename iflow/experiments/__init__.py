@@ -36,8 +36,9 @@ EXPERIMENTS: dict[str, str] = {
     "seeds": "seeds",
     "visual-2d": "visual_2d",
     "protocols": "protocols",
-    "noise": "noise",
-}  # name -> module of this package
+    "noise": "noise",  # issue 15
+    "ivae-fig2a": "ivae_fig2a",  # issue 15: the iVAE paper's Fig. 2a protocol and its ablation
+}  # name -> module of this package; listed only once present
 
 
 def experiment(name: str) -> ModuleType:

@@ -12,6 +12,8 @@ model's training options for these experiments, so every setting is explicit in 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..config import ModelConfig, TrainConfig
@@ -19,6 +21,9 @@ from ..data.dataset import Dataset, make_dataset
 from ..data.synthetic import SyntheticConfig, generate
 from ..errors import UserError
 from ..metrics import mcc
+
+if TYPE_CHECKING:
+    from ..runs import Run
 
 IVAE_DATA = {"centered": True, "mixing": "shared"}  # the iVAE code's generator (zero-mean sources, one matrix)
 IFLOW_DATA = {"centered": False, "mixing": "fresh"}  # the iFlow code's: segment means U(-5, 5), a matrix per layer
@@ -82,8 +87,8 @@ def check(setting: dict) -> None:
     check_model_options(model_config)
 
 
-def train_and_score(setting: dict, seed: int) -> tuple[dict, Dataset, np.ndarray]:
-    """Train a setting's model on its data: the row's results, the data and the latents ``(N, k)``.
+def train_and_score(setting: dict, seed: int) -> tuple[dict, Dataset, np.ndarray, Run]:
+    """Train a setting's model on its data: the row's results, the data, the latents ``(N, k)`` and the run.
 
     Results: ``mcc`` (Pearson, against s, on the full data), ``mcc_abs`` (against |s|: TCL's
     own protocol, whose features estimate |s|), the reported ``log_likelihood`` and its
@@ -104,7 +109,7 @@ def train_and_score(setting: dict, seed: int) -> tuple[dict, Dataset, np.ndarray
         "train_seconds": result.seconds,
         "epochs": [{"epoch": h["epoch"], "mcc": h.get("mcc")} for h in result.history],
     }
-    return row, data, latents
+    return row, data, latents, run
 
 
 def run(setting: dict, seed: int) -> dict:

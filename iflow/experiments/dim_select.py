@@ -49,7 +49,7 @@ def report(rows: list[dict], out: Path) -> None:
                 y_label=f"IW bound, K = {IW_SAMPLES} (nats/sample)", title=f"{PUBLISHED['source']}: knee at {found}")  # fmt: skip
     lines = ["| latent dim | iVAE IW bound (nats/sample) | MCC |", "|---|---|---|"]
     mccs = summarise(rows, "mcc")
-    lines += [f"| {k} | {m:.3f} | {np.mean(mccs[('ivae', k)]):.3f} |" for k, m in zip(dims, means)]
+    lines += [f"| {k} | {m:.3f} | {np.mean(mccs[('ivae', k)]):.3f} |" for k, m in zip(dims, means, strict=True)]
     note = f"Knee (largest drop in the bound's slope) at {found}; true n = {true_n}."
     lines += ["", f"{note} Published: {PUBLISHED['source']}; protocol: {PUBLISHED['protocol']}."]
     write_text(out / "table.md", "\n".join(lines) + "\n")

@@ -26,7 +26,7 @@ def settings(quick: bool) -> list[dict]:
 
 def run(setting: dict, seed: int) -> dict:
     """The usual row, plus a fixed subset of sources, observations and latents for the figure."""
-    row, data, latents = common.train_and_score(setting, seed)
+    row, data, latents, _ = common.train_and_score(setting, seed)
     shown = np.random.default_rng(0).permutation(len(data.x))[:SHOWN]
     points = {"s": data.s[shown], "x": data.x[shown], "z": latents[shown], "u": data.u[shown]}
     return {**row, **{key: value.tolist() for key, value in points.items()}}
@@ -42,7 +42,7 @@ def report(rows: list[dict], out: Path) -> None:
     panels += [(f"{LABELS[r['setting']['model']]}: MCC {r['mcc']:.2f}", r["z"]) for r in first]
     fig = Figure(figsize=(2.4 * len(panels), 2.6))
     axes = fig.subplots(1, len(panels))
-    for ax, (title, points) in zip(axes, panels):
+    for ax, (title, points) in zip(axes, panels, strict=True):
         points = np.asarray(points)
         ax.scatter(points[:, 0], points[:, 1], c=first[0]["u"], s=1, cmap="tab10")
         ax.set_title(title, fontsize=8)

@@ -24,7 +24,7 @@ class LinearUnmixing(nn.Module):
     ``mean: (n,)`` and ``matrix W: (n, n)`` are buffers, saved with the model.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("matrix", torch.eye(dim))
@@ -53,7 +53,7 @@ class LinearICA(nn.Module):
     likelihood = NO_LIKELIHOOD
     sample_kind = "none: not a generative model"
 
-    def __init__(self, dim: int, unmix: bool):
+    def __init__(self, dim: int, unmix: bool) -> None:
         super().__init__()
         self.unmix = unmix
         self.unmixing = LinearUnmixing(dim)

@@ -34,7 +34,7 @@ class TCL(nn.Module):
     likelihood = NO_LIKELIHOOD
     sample_kind = "none: TCL is not a generative model"
 
-    def __init__(self, dim: int, latent: int, n_labels: int, hidden: int, layers: int, ica: bool):
+    def __init__(self, dim: int, latent: int, n_labels: int, hidden: int, layers: int, ica: bool) -> None:
         super().__init__()
         self.features = mlp(dim, latent, hidden, layers)
         self.classifier = nn.Linear(latent, n_labels)
