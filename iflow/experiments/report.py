@@ -24,6 +24,11 @@ LABELS = {
     "betavae": "beta-VAE", "tcvae": "beta-TC-VAE", "tcl": "TCL", "fastica": "FastICA(x)", "identity": "x itself",
 }  # fmt: skip
 SCALARS = (str, int, float, bool, type(None))
+METRICS = {
+    "mcc": "MCC vs s",
+    "mcc_abs": "MCC vs abs(s) (TCL's own protocol)",
+    "mcc_sample": "MCC of a posterior sample (the iVAE code's protocol)",
+}
 
 
 def flatten(row: dict, prefix: str = "") -> dict:
@@ -79,8 +84,9 @@ def markdown_table(rows: list[dict], published: dict | None, x_name: str, key: s
     ``extra``: more row keys to show (e.g. ``mcc_abs``), each summarised the same way.
     """
     groups = summarise(rows, key)
-    header = ["model", x_name, f"ours: {key} (mean +- std)", "seeds", *[f"ours: {k}" for k in extra], "seconds per row",
-              "published"]  # fmt: skip
+    names = [METRICS.get(k, k) for k in (key, *extra)]
+    header = ["model", x_name, f"ours: {names[0]} (mean +- std)", "seeds", *[f"ours: {n}" for n in names[1:]],
+              "seconds per row", "published"]  # fmt: skip
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (model, x), values in groups.items():
         matching = [r for r in rows if r["setting"]["model"] == model and r["setting"].get("x") == x]
