@@ -148,3 +148,38 @@ def test_cli_runs_a_sweep_file_and_reports_errors(tmp_path, capsys):
     for argv in (["experiment"], ["experiment", "nope"], ["experiment", "--config", str(tmp_path / "missing.toml")]):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith("iflow: error: ")
+
+
+def fake_rows(module, seeds=(1, 2)):
+    """Rows shaped as ``run`` returns them, without training: for the reports alone."""
+    rows = []
+    for i, setting in enumerate(module.settings(quick=True)):
+        for seed in seeds:
+            value = 0.3 + 0.05 * i + 0.01 * seed
+            row = {"setting": setting, "seed": seed, "mcc": value, "mcc_abs": value / 2, "mcc_sample": value - 0.05,
+                   "log_likelihood": -10.0 / (1 + i), "epochs": [{"epoch": 1, "mcc": 0.2}, {"epoch": 2, "mcc": value}],
+                   "seconds": 1.0}  # fmt: skip
+            if module is visual_2d:
+                row.update(s=[[0.0, 1.0], [1.0, 0.0]], x=[[0.5, 0.5], [1.0, 2.0]], z=[[1.0, 1.0], [0.0, 2.0]], u=[0, 1])
+            rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("name", [n for n in EXPERIMENTS if n not in ("noise", "ivae-fig2a")])
+def test_every_report_writes_its_figure_and_table_with_the_protocol(name, tmp_path):
+    module = experiment(name)
+    module.report(fake_rows(module), tmp_path)
+    text = (tmp_path / "table.md").read_text()
+    assert (tmp_path / "figure.png").stat().st_size > 1000 and "protocol" in text
+    shown = {s.get("x") for s in module.settings(quick=True)}
+    numbers = [v for curve in module.PUBLISHED["values"].values() for x, v in curve.items()
+               if isinstance(v, float) and x in shown]  # fmt: skip
+    assert all(f"{v:.3f}" in text for v in numbers)  # each published number stands beside ours
+
+
+def test_protocols_scores_a_posterior_sample_beside_the_mean():
+    from iflow.experiments import protocols
+
+    row = protocols.run(tiny("ivae", 4), seed=1)
+    assert 0 <= row["mcc_sample"] <= 1 and row["mcc_sample"] != row["mcc"]
+    assert protocols.run(tiny("identity", 4), seed=1)["mcc_sample"] is None
