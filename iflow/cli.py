@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from .config import LINEAR_FITS, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
 
@@ -515,16 +516,35 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"figures: {args.out / 'run' / 'figures'}")
 
 
-def log_to_stderr() -> None:
-    """Print the library's INFO lines (per-epoch progress off a terminal) and warnings on stderr, as they are."""
-    import logging
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or, with ``errors``, ``sys.stderr``) is when a record arrives."""
 
+    def __init__(self, errors: bool):
+        super().__init__()
+        self.errors = errors
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr if self.errors else sys.stdout
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # chosen at each record, never fixed
+
+
+def log_progress() -> None:
+    """The library's log on the console as it is: per-epoch INFO lines (progress off a terminal) on
+    stdout, beside the results (``iflow demo > log`` keeps them); warnings on stderr."""
     logger = logging.getLogger("iflow")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
+    if any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        return
+    progress, warnings = ConsoleHandler(errors=False), ConsoleHandler(errors=True)
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings.setLevel(logging.WARNING)
+    for handler in (progress, warnings):
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+    logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -532,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .errors import UserError
 
-    log_to_stderr()
+    log_progress()
 
     try:
         args.handler(args)
