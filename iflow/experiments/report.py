@@ -102,21 +102,29 @@ def markdown_table(rows: list[dict], published: dict | None, x_name: str, key: s
 
 
 def line_figure(rows: list[dict], published: dict | None, x_label: str, path: Path, key: str = "mcc",
-                y_label: str = "MCC", title: str = "") -> None:  # fmt: skip
-    """Ours (mean with +- std bars over seeds, solid) against x per model; published values dashed."""
+                y_label: str = "MCC", title: str = "", model_keys: dict[str, str] | None = None) -> None:  # fmt: skip
+    """Ours (mean with +- std bars over seeds, solid) against x per model; published values dashed.
+
+    ``model_keys``: a model's own metric instead of ``key`` (TCL's MCC against |s|), named in its label.
+    """
     from matplotlib.figure import Figure
 
     from ..figures import save_figure
 
     fig = Figure(figsize=(5.5, 3.8))
     ax = fig.subplots()
-    groups = summarise(rows, key)
-    for i, model in enumerate(dict.fromkeys(m for m, _ in groups)):
-        xs = [x for m, x in groups if m == model]
+    model_keys = model_keys or {}
+    for i, model in enumerate(dict.fromkeys(r["setting"]["model"] for r in rows)):
+        metric = model_keys.get(model, key)
+        groups = summarise([r for r in rows if r["setting"]["model"] == model], metric)
+        xs = [x for _, x in groups]
+        if all(isinstance(x, (int, float)) for x in xs):
+            xs = sorted(xs)
         values = [groups[(model, x)] for x in xs]
         color = f"C{i}"
+        named = f", {METRICS.get(metric, metric)}" if metric != key else ""
         ax.errorbar(xs, [np.mean(v) for v in values], yerr=[np.std(v) for v in values], color=color, marker="o",
-                    capsize=3, label=f"{LABELS.get(model, model)} (ours)")  # fmt: skip
+                    capsize=3, label=f"{LABELS.get(model, model)} (ours{named})")  # fmt: skip
         reference = (published or {}).get("values", {}).get(model, {})
         numeric = {x: v for x, v in reference.items() if isinstance(v, (int, float))}
         if numeric:
@@ -132,7 +140,7 @@ def line_figure(rows: list[dict], published: dict | None, x_label: str, path: Pa
 
 
 def standard_report(rows: list[dict], out: Path, published: dict | None, x_name: str, x_label: str,
-                    extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+                    extra: tuple[str, ...] = (), model_keys: dict[str, str] | None = None) -> None:  # fmt: skip
     """The usual report: ``figure.png`` (MCC against x) and ``table.md``."""
-    line_figure(rows, published, x_label, out / "figure.png")
+    line_figure(rows, published, x_label, out / "figure.png", model_keys=model_keys)
     write_text(out / "table.md", markdown_table(rows, published, x_name, extra=extra))
