@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -90,7 +89,7 @@ def markdown_table(rows: list[dict], published: dict | None, x_name: str, key: s
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for (model, x), values in groups.items():
         matching = [r for r in rows if r["setting"]["model"] == model and r["setting"].get("x") == x]
-        more = [mean_std([r[k] for r in matching if r.get(k) is not None] or [math.nan]) for k in extra]
+        more = [mean_std(present) if (present := [r[k] for r in matching if r.get(k) is not None]) else "-" for k in extra]
         seconds = np.mean([r["seconds"] for r in matching])
         reference = published_value(published, model, x)
         reference = "" if reference is None else (f"{reference:.3f}" if isinstance(reference, float) else str(reference))
