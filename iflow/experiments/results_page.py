@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from . import EXPERIMENTS, experiment
+from .runner import seeds_for
 
 
 def command(name: str, grid: dict, timing: dict, out: Path) -> str:
@@ -34,6 +35,9 @@ def section(name: str, out: Path, page_dir: Path) -> str:
         f"![{name}]({Path(os.path.relpath(out / 'figure.png', page_dir)).as_posix()})",
         "",
     ]
+    if not grid["quick"] and len(grid["seeds"]) < len(seeds_for(experiment(name), None, False)):
+        lines += [full_preset(name).replace("Full preset", f"Only seeds {grid['seeds'][0]}..{grid['seeds'][-1]} ran; "
+                                            "the full preset"), ""]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -52,8 +56,6 @@ def results_page(root: Path, page_dir: Path) -> str:
 
 def full_preset(name: str) -> str:
     """The full preset's command and size, for an experiment measured only at toy scale here."""
-    from .runner import seeds_for
-
     module = experiment(name)
     rows = len(module.settings(False)) * len(seeds_for(module, None, False))
     return (f"Full preset: `OMP_NUM_THREADS=1 iflow experiment {name} --jobs 2` ({rows} rows); not run on this "
