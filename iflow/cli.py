@@ -135,12 +135,18 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
                    help="observed dimensions D >= sources (default: = sources); D > n mixes by an MLP from n to D "
                    "and has no true log-likelihood")
     p.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
+    p.add_argument("--mixing", choices=["fresh", "shared", "orthogonal"], default="fresh",
+                   help="fresh matrix per layer (default, iFlow), one shared by every layer (iVAE code), or "
+                   "orthogonal: activation then a random orthogonal matrix per layer (ICE-BeeM, with --activation leaky)")
+    p.add_argument("--means", choices=["uniform", "easy"], default="uniform",
+                   help="segment means U(-5, 5) (default), or easy: the second source's mean is 2 x a permuted "
+                   "segment index (the iVAE paper's easy-to-classify data)")
 
 
 MODEL_DEFAULTS = ModelConfig()  # one source of truth for the defaults: the dataclasses
 TRAIN_DEFAULTS = TrainConfig()
 MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_bound", "latent_dim", "obs", "noise_var",
-                 "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder")  # fmt: skip
+                 "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
                  "prior_fit", "linear_fit")  # fmt: skip
 
@@ -150,7 +156,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     given to a model that does not read it is an error."""
     d = MODEL_DEFAULTS
     p.add_argument("--model", default=None,
-                   help="iflow (default), flow (unconditional baseline), ivae, or the baselines vae, betavae, tcvae")
+                   help="iflow (default), flow (unconditional baseline), ivae, the baselines vae, betavae, tcvae, "
+                   "tcl (time-contrastive learning), fastica (FastICA on x) or identity (x itself)")
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
     p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace; iflow also "
@@ -179,6 +186,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--encoder", default=None,
                      help="posterior q(z | x, u): mlp (default; u added at the first layer) or product "
                      "(a Gaussian q(z | x) times the prior p(z | u), normalised; Gaussian priors only)")
+    p.add_argument("--tcl-ica", action="store_true", default=None,
+                   help="tcl: FastICA of the features after training (the TCL paper's last step)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
@@ -284,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(agree)
     agree.set_defaults(handler=cmd_consistency)
 
+    add_experiment_parser(commands)
+
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
     demo.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
@@ -291,6 +302,28 @@ def build_parser() -> argparse.ArgumentParser:
     add_runtime_options(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
+
+
+def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
+    experiment = commands.add_parser("experiment", help="the papers' experiments, or a sweep file, over seeds")
+    experiment.add_argument("name", nargs="?", help="experiment to run (see --list)")
+    experiment.add_argument("--list", action="store_true", help="describe every experiment and exit")
+    experiment.add_argument("--config", type=Path, help="a sweep file (TOML): a grid of options x seeds")
+    experiment.add_argument("--seeds", type=positive_int, help="data seeds 1..K (default: the experiment's; 1 with --quick)")
+    experiment.add_argument("--quick", action="store_true", help="the toy-scale preset (minutes on 2 cores)")
+    experiment.add_argument("--jobs", type=positive_int, default=1, help="rows trained at once, one process and torch "
+                            "thread each (default 1; results are the same for any number)")  # fmt: skip
+    experiment.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                            help="local joblib workers (default) or a SLURM job array through submitit")
+    experiment.add_argument("--out", type=Path, help="results folder (default experiments/NAME[-quick]); a rerun "
+                            "skips the rows already there")  # fmt: skip
+    slurm = experiment.add_argument_group("SLURM (--launcher slurm)")
+    slurm.add_argument("--partition", help="SLURM partition")
+    slurm.add_argument("--time", type=positive_int, default=60, help="minutes per row (default 60)")
+    slurm.add_argument("--mem", type=positive_float, default=4.0, help="GB of memory per row (default 4)")
+    slurm.add_argument("--gpus", type=nonnegative_int, default=0, help="GPUs per row (default 0)")
+    slurm.add_argument("--array-parallelism", type=positive_int, default=64, help="rows running at once (default 64)")
+    experiment.set_defaults(handler=cmd_experiment)
 
 
 def setup_torch(args: argparse.Namespace) -> None:
@@ -334,6 +367,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
     fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
     fields += ("obs", "dim")
     fields += ("dof", "slope", "condition_percentile", "max_condition")
+    fields += ("mixing", "means")
     config = SyntheticConfig(**{name: getattr(args, name) for name in fields})
     try:
         data = generate(config)
@@ -363,7 +397,10 @@ def configs_from(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
 
 
 def format_metrics(metrics: dict) -> str:
-    parts = [f"log-likelihood {metrics['log_likelihood']:.4f} nats/sample", f"{metrics['bits_per_dim']:.4f} bits/dim"]
+    if metrics["log_likelihood"] is None:  # TCL, FastICA, x itself
+        parts = ["no likelihood"]
+    else:
+        parts = [f"log-likelihood {metrics['log_likelihood']:.4f} nats/sample", f"{metrics['bits_per_dim']:.4f} bits/dim"]
     if metrics.get("mcc") is not None:
         parts.append(f"MCC {metrics['mcc']:.4f}")
     if metrics.get("gap") is not None:
@@ -508,6 +545,34 @@ def cmd_consistency(args: argparse.Namespace) -> None:
         line += "; MCC to the true sources: " + ", ".join(f"{value:.3f}" for value in report["true_mcc"])
     print(line)
     print(f"note: {report['caveat']}")
+
+
+def cmd_experiment(args: argparse.Namespace) -> None:
+    """List, or run a paper's experiment or a sweep file, and say where the results are."""
+    from .errors import UserError
+    from .experiments import available, experiment
+    from .experiments.runner import SlurmOptions, run_experiment
+
+    if args.list:
+        for name in available():
+            print(f"{name:16s} {experiment(name).DESCRIPTION}")
+        return
+    if (args.name is None) == (args.config is None):
+        raise UserError("name one experiment (see --list) or give --config FILE, not both")
+    settings, seeds = None, args.seeds
+    if args.config is not None:
+        from .experiments import sweep
+
+        spec = sweep.read_toml(args.config)
+        settings, file_seeds = sweep.grid(spec, str(args.config))
+        module, name, seeds = sweep, spec.get("name", args.config.stem), seeds or file_seeds
+    else:
+        module, name = experiment(args.name), args.name
+    out = args.out or Path("experiments") / (f"{name}-quick" if args.quick else name)
+    slurm = SlurmOptions(args.partition, args.time, args.mem, args.gpus, args.array_parallelism)
+    rows = run_experiment(module, out, seeds, args.quick, args.jobs, args.launcher, slurm, settings)
+    print(f"{name}: {len(rows)} rows; {out / 'table.md'}, {out / 'figure.png'}, {out / 'results.csv'}")
+    print((out / "table.md").read_text(), end="")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

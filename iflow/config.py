@@ -40,6 +40,7 @@ class ModelConfig:
     iw_samples: int = 100  # K of the importance-weighted log-likelihood bound
     train_samples: int = 1  # K of the training objective: 1 the ELBO, K > 1 the importance-weighted bound
     encoder: str = "mlp"  # q(z | x, u): "mlp" (u added at the first layer) or "product" (q(z | x) times p(z | u))
+    tcl_ica: bool = False  # TCL: FastICA of the features after training (the TCL paper's last step)
 
     def flow_options(self) -> dict:
         """The flow options set here (the builder's defaults apply to the rest)."""

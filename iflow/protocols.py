@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from .flows.build import LULinear
     from .priors import ExpFamily, FactorizedExpFamily
 
+NO_LIKELIHOOD = "none"  # Model.likelihood of a model without one (TCL, FastICA, x itself)
+
 
 class ConditionalPrior(Protocol):
     """p(z | u), factorized over the ``dim`` components, in the exponential ``family``."""
@@ -64,7 +66,7 @@ class Model(Protocol):
     ``prior``)."""
 
     prior: ConditionalPrior
-    likelihood: str  # what log_prob is: "exact", or the bound it computes (eval prints it)
+    likelihood: str  # what log_prob is: "exact", the bound it computes (eval prints it), or NO_LIKELIHOOD
     encode_kind: str  # what encode returns, for messages
     sample_kind: str  # what decode(prior draws) is, for messages
 
@@ -73,7 +75,12 @@ class Model(Protocol):
         ...
 
     def log_prob(self, x: Tensor, u: Tensor) -> Tensor:
-        """log p(x | u) per sample, or the bound named by ``likelihood``: ``(batch,)``."""
+        """log p(x | u) per sample, or the bound named by ``likelihood``: ``(batch,)``.
+
+        With ``likelihood == NO_LIKELIHOOD``: the held-out criterion the trainer validates on
+        (TCL: log p(u | x)), never reported as a likelihood; a model fitted in closed form only
+        raises :class:`~iflow.errors.UserError`.
+        """
         ...
 
     def encode(self, x: Tensor, u: Tensor) -> Tensor:
@@ -97,3 +104,13 @@ class Model(Protocol):
         (:mod:`iflow.training.unmixing`), else None."""
         ...
 
+
+
+class ClosedFormModel(Model, Protocol):
+    """A model with a closed-form fit (its registry entry has ``closed_form=True``): run on the
+    training rows after gradient training, or instead of it when the entry has ``trained=False``
+    (FastICA and x itself; TCL's optional FastICA of its features)."""
+
+    def fit_closed_form(self, x: Tensor, u: Tensor, seed: int) -> None:
+        """Fit in place on ``x: (n, d)``, ``u: (n,)``; ``seed`` fixes any randomness."""
+        ...

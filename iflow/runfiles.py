@@ -119,6 +119,9 @@ def check_weights(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+SMALL_SIZE = 4096  # no size up to this can exhaust memory, whatever the weights hold (a closed-form model has few)
+
+
 def check_sizes(model: ModelConfig, state: dict[str, torch.Tensor], path: Path, applicable: set[str]) -> None:
     """The sizes the config asks for (of the ``applicable`` fields) must occur in the weights, so the
     model built from it stays small."""
@@ -129,7 +132,7 @@ def check_sizes(model: ModelConfig, state: dict[str, torch.Tensor], path: Path, 
         sizes["bins"] = model.bins
     sizes = {name: value or 0 for name, value in sizes.items()}  # None: the builder's default
     for name, value in sizes.items():
-        if value > largest:
+        if value > max(largest, SMALL_SIZE):
             raise UserError(f"{path}: {name} {value} does not fit the weights in model.pt (no tensor that large)")
     if (model.depth or 0) > len(state) or (model.image_shape and int(np.prod(model.image_shape)) != model.dim):
         raise UserError(f"{path}: depth or image_shape does not fit the weights in model.pt")

@@ -11,6 +11,7 @@ the filled and validated configs, the standardisation, the split and the seeded 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 from dataclasses import asdict, dataclass, replace
@@ -30,10 +31,11 @@ from .runfiles import check_config, check_sizes, check_weights
 from .models.build import applicable_fields, build_model, model_entry
 from .models.decoders import check_observations
 from .models.sampling import sample as sample_model
-from .protocols import Model
+from .protocols import NO_LIKELIHOOD, Model
 from .runtime import as_tensors, batched, resolve_device, seed_everything, torch_threads
 from .splits import describe_training_data
 from .training.checkpoint import Checkpointing
+from .training.closed_form import fit_closed_form
 from .training.epoch_end import uses_linear_fit
 from .training.trainer import TrainResult, fit, split_for_training
 from .units import DATA_UNITS, HISTORY_UNITS, add_data_units
@@ -56,7 +58,7 @@ class Run:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(itertools.chain(self.model.parameters(), self.model.buffers())).device
 
     def standardized(self, data: Dataset) -> Dataset:
         """Check ``data`` against the run and return it in the model's units."""
@@ -132,9 +134,15 @@ def train_planned(
     if checkpoint is not None:  # a resumed run must have the same model too
         model_options = {f"model.{k}": v for k, v in asdict(run.model_config).items()}
         checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
+    entry = model_entry(run.model_config.model)
     with torch_threads(run.train_config.threads):
-        result = fit(run.model, plan.train_data, run.train_config, progress, checkpoint, plan.split)
-    add_data_units(result.history, run.standardizer.log_abs_det)
+        result = None
+        if entry.trained:
+            result = fit(run.model, plan.train_data, run.train_config, progress, checkpoint, plan.split)
+        if entry.closed_form:
+            result = fit_closed_form(run.model, plan.train_data, run.train_config, plan.split, result)
+    if run.model.likelihood != NO_LIKELIHOOD:  # TCL validates on log p(u | x): no units of x to convert
+        add_data_units(result.history, run.standardizer.log_abs_det)
     return run, result
 
 
@@ -169,12 +177,14 @@ def evaluate(run: Run, data: Dataset) -> dict:
     Discrete data (``data.dequantize``) are dequantised with a fixed seed first, so
     bits/dim follows :mod:`iflow.data.dequantization`. With a known true entropy H,
     ``entropy`` and ``nll_minus_entropy`` = -log-likelihood - H (>= 0 up to Monte Carlo error).
+    A model without a likelihood (TCL, FastICA, x itself) has None for all of these.
     """
-    log_likelihood = float(np.mean(log_likelihoods(run, data)))
+    scored = run.model.likelihood != NO_LIKELIHOOD
+    log_likelihood = float(np.mean(log_likelihoods(run, data))) if scored else None
     out = {
         "log_likelihood": log_likelihood,
         "log_likelihood_units": DATA_UNITS,
-        "bits_per_dim": bits_per_dim(log_likelihood, data.dim),
+        "bits_per_dim": bits_per_dim(log_likelihood, data.dim) if scored else None,
         "exact": run.model.likelihood == "exact",
         "estimator": run.model.likelihood,
         "n": len(data),
@@ -186,10 +196,10 @@ def evaluate(run: Run, data: Dataset) -> dict:
         out["mcc"] = result.mcc
         out["mcc_per_component"] = result.per_component.tolist()
         out["mcc_spearman"] = mcc(latents, data.s, "spearman").mcc
-    if data.true_log_likelihood is not None:
+    if data.true_log_likelihood is not None and scored:
         out["true_log_likelihood"] = float(np.mean(data.true_log_likelihood))
         out["gap"] = out["true_log_likelihood"] - log_likelihood
-    if data.entropy is not None:
+    if data.entropy is not None and scored:
         out["entropy"] = data.entropy
         out["nll_minus_entropy"] = -log_likelihood - data.entropy
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
 from .files import save_json
+from .protocols import NO_LIKELIHOOD
 from .runs import TIMING_FILE, Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
 from .selection import Restart, train_with_restarts
 from .splits import subset
@@ -65,7 +66,7 @@ def save_figures(run: Run, data: Dataset, result: TrainResult, restarts: list[Re
     save_training_figure(result.history, figures / "training.png")
     if restarts and data.s is not None:
         save_restarts_figure([r.as_dict() for r in restarts], figures / "restarts.png")
-    if data.dim == 2 and run.model_config.aux.kind == "labels":  # a density per label; none for continuous u
+    if data.dim == 2 and run.model_config.aux.kind == "labels" and run.model.likelihood != NO_LIKELIHOOD:  # a density per label
         save_density_figure(run, data, figures / "density.png")
     if data.image_shape is not None:
         save_class_samples_figure(run, figures / "samples.png")

@@ -8,6 +8,12 @@ below the 25th percentile of random draws), a fresh matrix per layer, the
 activation on all but the last layer. With ``dim`` D > n the first matrix is
 n x D and the others D x D (an MLP from n to D).
 
+``mixing="shared"``: one such matrix reused in every layer, as the iVAE code builds its
+data; ``mixing="orthogonal"``: ICE-BeeM's generator, every layer the activation (its
+is ``activation="leaky"``) then a random orthogonal matrix. ``means="easy"``: the iVAE
+paper's "easy to classify" data (App. H.2), the second source's mean in segment m is
+2 pi(m) for a random permutation pi of the segment indices.
+
 Observations: ``obs="gaussian"`` gives x = f(s) + noise, ``noise`` being the
 noise *standard deviation* (the iVAE paper's variance 0.01 is noise=0.1);
 ``obs="bernoulli"`` gives x ~ Bernoulli(sigmoid(f(s))) (the paper's discrete
@@ -41,6 +47,8 @@ from scipy import special, stats
 ACTIVATIONS = ("xtanh", "leaky", "smooth-leaky")
 SOURCE_PRIORS = ("gauss", "laplace", "student-t", "uniform")
 OBSERVATIONS = ("gaussian", "bernoulli")
+MIXINGS = ("fresh", "shared", "orthogonal")
+MEANS = ("uniform", "easy")
 LEAKY_SLOPE = 0.2
 
 
@@ -63,6 +71,8 @@ class SyntheticConfig:
     slope: float = LEAKY_SLOPE  # negative-side slope of activations "leaky" and "smooth-leaky"
     condition_percentile: float = 25.0  # matrices accepted below this percentile of random condition numbers
     max_condition: float | None = None  # instead: accepted below this fixed condition number
+    mixing: str = "fresh"  # fresh matrix per layer, one "shared" by all (iVAE code), "orthogonal" (ICE-BeeM)
+    means: str = "uniform"  # segment means U(-5, 5), or "easy": the second source's mean 2 x a permuted index
 
     @property
     def observed_dim(self) -> int:
@@ -84,6 +94,14 @@ class SyntheticConfig:
             raise ValueError("--noise is for --obs gaussian; Bernoulli observations are already random")
         if self.dim != 0 and self.dim < self.sources:
             raise ValueError(f"--dim must be >= --sources ({self.sources}), got {self.dim}")
+        if self.mixing not in MIXINGS:
+            raise ValueError(f"unknown --mixing {self.mixing!r}; choose from {MIXINGS}")
+        if self.mixing != "fresh" and self.observed_dim != self.sources:
+            raise ValueError(f"--mixing {self.mixing} needs square layers: leave --dim at --sources ({self.sources})")
+        if self.means not in MEANS:
+            raise ValueError(f"unknown --means {self.means!r}; choose from {MEANS}")
+        if self.means == "easy" and (self.sources < 2 or self.centered):
+            raise ValueError("--means easy sets the second source's means: it needs --sources >= 2 and no --centered")
         self.validate_suite_options()
 
     def validate_suite_options(self) -> None:
@@ -196,6 +214,26 @@ def mixing_matrices(
     return [first] + [well_conditioned_matrix(dim, threshold, rng) for _ in range(layers - 1)]
 
 
+def layer_matrices(config: SyntheticConfig, rng: np.random.Generator) -> list[np.ndarray]:
+    """The mixing matrices of ``config.mixing``, one per layer."""
+    n, layers = config.sources, config.layers
+    if config.mixing == "orthogonal":
+        return [stats.ortho_group.rvs(n, random_state=rng) if n > 1 else np.ones((1, 1)) for _ in range(layers)]
+    if config.mixing == "shared":
+        return mixing_matrices(n, n, 1, rng, config.condition_percentile, config.max_condition) * layers
+    return mixing_matrices(n, config.observed_dim, layers, rng, config.condition_percentile, config.max_condition)
+
+
+def segment_means(config: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+    """``(segments, sources)`` means: 0 (centered), U(-5, 5), and with ``means="easy"`` the second
+    source's 2 pi(m) for a random permutation pi."""
+    m, n = config.segments, config.sources
+    means = np.zeros((m, n)) if config.centered else rng.uniform(-5.0, 5.0, size=(m, n))
+    if config.means == "easy":
+        means[:, 1] = 2.0 * rng.permutation(m)
+    return means
+
+
 def student_t_scale(dof: float) -> float:
     """The scale of a unit-variance Student-t (dof > 2); 1 when its variance is infinite."""
     return float(np.sqrt((dof - 2) / dof)) if dof > 2 else 1.0
@@ -226,7 +264,7 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     rng = np.random.default_rng(config.seed)
     n, m, per = config.sources, config.segments, config.per_segment
     stds = rng.uniform(0.5, 3.0, size=(m, n))
-    means = np.zeros((m, n)) if config.centered else rng.uniform(-5.0, 5.0, size=(m, n))
+    means = segment_means(config, rng)
     u = np.repeat(np.arange(m), per)
     if config.prior == "gauss":
         noise = rng.standard_normal((m * per, n))
@@ -236,23 +274,13 @@ def generate(config: SyntheticConfig) -> SyntheticData:
         noise = unit_source_noise(config, (m * per, n), rng)
     s = means[u] + stds[u] * noise
 
-    weights = mixing_matrices(
-        n, config.observed_dim, config.layers, rng, config.condition_percentile, config.max_condition
-    )
+    weights = layer_matrices(config, rng)
     exact = config.noise == 0 and config.obs == "gaussian" and config.observed_dim == n
     log_det = source_log_density(config.prior, s, means[u], stds[u], config.dof).sum(1)
-    h = s
-    for layer, w in enumerate(weights):
-        a = h @ w
-        if exact:
-            log_det -= np.log(abs(np.linalg.det(w)))
-        if layer < config.layers - 1:
-            if exact:
-                log_det -= activation_log_derivative(config.activation, a, config.slope).sum(1)
-            h = activate(config.activation, a, config.slope)
-        else:
-            h = a
-    x = h
+    if config.mixing == "orthogonal":
+        x, log_det = orthogonal_mixing(s, weights, config.activation, log_det, config.slope)
+    else:
+        x, log_det = mlp_mixing(s, weights, config.activation, log_det if exact else None, config.slope)
     if config.noise > 0:
         x = x + config.noise * rng.standard_normal(x.shape)
     if config.obs == "bernoulli":
@@ -267,3 +295,35 @@ def generate(config: SyntheticConfig) -> SyntheticData:
         stds=stds,
         weights=weights,
     )
+
+
+def mlp_mixing(
+    s: np.ndarray, weights: list[np.ndarray], activation: str, log_det: np.ndarray | None, slope: float = LEAKY_SLOPE
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """x = W_L h(... h(s W_1)): the activation on all but the last layer; ``log_det`` (the log-density
+    of s, or None when not tracked) minus the log-Jacobian of each layer."""
+    exact = log_det is not None
+    h = s
+    for layer, w in enumerate(weights):
+        a = h @ w
+        if exact:
+            log_det = log_det - np.log(abs(np.linalg.det(w)))
+        if layer < len(weights) - 1:
+            if exact:
+                log_det = log_det - activation_log_derivative(activation, a, slope).sum(1)
+            h = activate(activation, a, slope)
+        else:
+            h = a
+    return h, log_det
+
+
+def orthogonal_mixing(
+    s: np.ndarray, weights: list[np.ndarray], activation: str, log_det: np.ndarray, slope: float = LEAKY_SLOPE
+) -> tuple[np.ndarray, np.ndarray]:
+    """ICE-BeeM's x = (h(... h(h(s) Q_1) ...)) Q_L: every layer the activation, then an orthogonal
+    matrix (|det Q| = 1); ``log_det`` minus the activations' log-derivatives."""
+    h = s
+    for q in weights:
+        log_det = log_det - activation_log_derivative(activation, h, slope).sum(1)
+        h = activate(activation, h, slope) @ q
+    return h, log_det

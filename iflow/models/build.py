@@ -24,6 +24,8 @@ from ..priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
 from ..protocols import ConditionalPrior, Model
 from .decoders import OBSERVATIONS, build_observation
 from .identifiable_flow import IdentifiableFlow
+from .linear_ica import LinearICA
+from .tcl import TCL
 from .vae import VAE, GaussianEncoder
 
 
@@ -78,12 +80,22 @@ def vae_family(config: ModelConfig, identifiable: bool, beta: float, tc: bool) -
     )
 
 
+def time_contrastive(config: ModelConfig) -> Model:
+    """TCL on integer labels: an MLP of the VAE's default size with d features."""
+    if config.aux.kind != "labels":
+        raise UserError(f"{param('model')} tcl classifies integer segment labels; here {config.aux.describe()}")
+    layers = VAE_LAYERS if config.depth is None else config.depth
+    hidden = VAE_HIDDEN if config.hidden is None else config.hidden
+    return TCL(config.dim, config.dim, config.aux.n_labels, hidden, layers, config.tcl_ica)
+
+
 FLOW_OPTIONS = frozenset({"flow", "depth", "hidden", "bins", "tail_bound"})
 VAE_OPTIONS = frozenset(
     {"depth", "hidden", "latent_dim", "obs", "noise_var", "learn_noise", "beta", "anneal_steps", "iw_samples",
      "train_samples", "encoder"}
 )  # fmt: skip
-OPTIONS = FLOW_OPTIONS | VAE_OPTIONS | {"prior"}  # the fields of ModelConfig that only some models read
+TCL_OPTIONS = frozenset({"depth", "hidden", "tcl_ica"})
+OPTIONS = FLOW_OPTIONS | VAE_OPTIONS | TCL_OPTIONS | {"prior"}  # the fields of ModelConfig that only some models read
 
 
 @dataclass(frozen=True)
@@ -93,6 +105,8 @@ class ModelEntry:
     build: Callable[[ModelConfig], Model]
     options: frozenset[str]
     variational: bool = False  # trained on a bound (the VAE family): importance-weighted options apply
+    trained: bool = True  # by the trainer's gradient steps
+    closed_form: bool = False  # fit_closed_form after training, or instead of it (see iflow.protocols.ClosedFormModel)
 
 
 def vae_entry(identifiable: bool, beta: float = 1.0, tc: bool = False) -> ModelEntry:
@@ -107,6 +121,9 @@ MODELS: dict[str, ModelEntry] = {
     "vae": vae_entry(identifiable=False),
     "betavae": vae_entry(identifiable=False, beta=4.0),
     "tcvae": vae_entry(identifiable=False, beta=6.0, tc=True),
+    "tcl": ModelEntry(time_contrastive, TCL_OPTIONS, closed_form=True),
+    "fastica": ModelEntry(lambda config: LinearICA(config.dim, unmix=True), frozenset(), trained=False, closed_form=True),
+    "identity": ModelEntry(lambda config: LinearICA(config.dim, unmix=False), frozenset(), trained=False, closed_form=True),
 }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor
 
@@ -12,5 +14,5 @@ from ..protocols import Model
 @torch.no_grad()
 def sample(model: Model, n: int, u: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
     """``n`` draws ``decode(z)``, ``z ~ p(z | u)``; ``u`` one condition or ``n`` of them: ``(n, d)``."""
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device  # baselines have buffers only
     return model.decode(model.prior.sample(repeat_condition(n, u, device), generator))
