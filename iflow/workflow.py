@@ -87,6 +87,7 @@ def train_to_directory(
         seconds = result.seconds
     metrics = evaluate(run, plan.data)
     metrics.update(best_epoch=result.best_epoch, seconds=seconds, data=plan.data.source)
+    metrics.update(epochs_trained=len(result.history), stop_reason=result.stop_reason)
     if candidates:
         metrics["restarts"] = [c.as_dict() for c in candidates]
     if test is not None:
