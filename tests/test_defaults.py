@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import torch
 import pytest
 
 from iflow.config import ModelConfig, TrainConfig
@@ -58,3 +61,14 @@ def test_plan_run_records_the_task_and_its_values() -> None:
     assert (plan.run.train_config.lr, plan.run.model_config.bins) == (density.lr, 16)
     recovery = plan_run(labelled(), ModelConfig(), TrainConfig()).run
     assert (recovery.train_config.lr, recovery.model_config.bins) == (TASK_DEFAULTS["recovery"].lr, None)
+
+
+def test_glow_on_digits_has_a_finite_readable_first_epoch_with_the_image_defaults() -> None:
+    """At the recovery lr (2e-2) one Adam step took Glow's loss from about -72 to 1e4."""
+    from iflow.runs import train
+
+    torch.manual_seed(0)
+    run, result = train(load_data("digits"), ModelConfig(flow="glow"), TrainConfig(max_epochs=1), progress=False)
+    first = result.history[0]
+    assert (run.train_config.task, result.stop_reason) == ("image", "max_epochs")
+    assert math.isfinite(first["train_loss"]) and first["train_loss"] < 0, first

@@ -6,6 +6,9 @@ nats/sample above a reference for ``patience`` epochs. The reference is the valu
 the last epoch that beat the one before it by more than the tolerance, so a slow but
 steady climb (``tolerance`` / 2 per epoch, say) keeps training going.
 
+The trainer also stops (``converged``) when the default learning-rate schedule has
+finished its decay after a plateau (:mod:`iflow.train.schedule`).
+
 The rule's state is two numbers (:meth:`StoppingRule.state`), saved with the
 checkpoint's progress so a resumed run stops where an uninterrupted one would.
 """
@@ -19,7 +22,7 @@ from ..config import TrainConfig
 
 STOP_REASONS = {
     "epochs": "the fixed budget of epochs was trained",
-    "converged": "the held-out log-likelihood stopped improving",
+    "converged": "the held-out log-likelihood stopped improving (or the learning rate finished its decay after a plateau)",
     "max_epochs": "max_epochs reached before convergence",
     "time_limit": "time_limit reached",
 }

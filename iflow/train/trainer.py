@@ -306,7 +306,7 @@ class Trainer:
         if not math.isfinite(record["val_log_likelihood"]):
             self.recover(f"the validation of epoch {p.epoch + 1}")
             return None
-        schedule_end_epoch(self.schedule, record["val_log_likelihood"])
+        decayed = schedule_end_epoch(self.schedule, record["val_log_likelihood"])
         if t.s is not None:
             record["mcc"] = source_mcc(latents)
         result = p.result
@@ -316,7 +316,7 @@ class Trainer:
             result.best_epoch = p.epoch + 1
             p.best_state = copy.deepcopy(self.model.state_dict())
         p.epoch, p.step, p.order = p.epoch + 1, 0, None
-        result.stop_reason = self.rule.decide(record) or ""
+        result.stop_reason = self.rule.decide(record) or ("converged" if decayed and not self.rule.fixed else "")
         p.stopping = self.rule.state()
         return record
 
