@@ -1,13 +1,17 @@
 """Training to convergence against fixed budgets: regenerates ``benchmarks/convergence.md``.
 
-Each row trains `iflow train`'s defaults (to convergence, plateau schedule) or a variant
+Each row trains `iflow train`'s defaults (to convergence, cosine over max_epochs) or a variant
 on one generated data set and records MCC, the gap to the true model, epochs trained,
 why training stopped and the CPU seconds. Results are cached in convergence.json (one
 entry per variant, generator and seed), so rows can be run one at a time:
 
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --variants default --seeds 1 2 3 4 5
     OMP_NUM_THREADS=1 python benchmarks/convergence.py --variants epochs32 epochs100 --generators laplace --seeds 1
+    OMP_NUM_THREADS=1 python benchmarks/convergence.py --defaults "--data digits" "--data checkerboard"
     python benchmarks/convergence.py --report        # writes benchmarks/convergence.md
+
+``--defaults`` runs what a bare ``iflow train`` command does (the options named, all else default)
+on a built-in set and scores its test split.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 import torch
 
 from iflow.config import ModelConfig, TrainConfig
+from iflow.data.builtin import load_data
 from iflow.data.dataset import make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.runs import evaluate, train
@@ -35,10 +40,10 @@ GENERATORS = {  # name: SyntheticConfig options, as in recovery.py
     "layers4": {"layers": 4},
 }
 VARIANTS = {  # name: (TrainConfig options, what the row is)
-    "default": ({}, "defaults: to convergence, plateau schedule"),
+    "default": ({}, "defaults: to convergence, cosine over max_epochs"),
+    "plateau": ({"schedule": "plateau"}, "to convergence, full rate until a plateau, then cosine over as long"),
     "epochs32": ({"epochs": 32}, "`--epochs 32` (cosine over 32 epochs, the previous default)"),
     "epochs100": ({"epochs": 100}, "`--epochs 100` (cosine over 100 epochs)"),
-    "cosine-max": ({"schedule": "cosine"}, "to convergence, cosine over max_epochs"),
 }
 
 
@@ -64,6 +69,41 @@ def run_one(variant: str, generator: str, seed: int) -> dict:
     return {"mcc": metrics["mcc"], "gap": metrics["gap"], "cpu_seconds": cpu, "best_epoch": result.best_epoch,
             "epochs": len(result.history), "stop_reason": result.stop_reason,
             "history": [{k: r[k] for k in ("epoch", "val_log_likelihood", "lr", "mcc")} for r in result.history]}  # fmt: skip
+
+
+def run_defaults(command: str) -> dict:
+    """``iflow train`` with the options of ``command`` (``--data NAME`` and optionally ``--flow F``)."""
+    words = command.split()
+    options = dict(zip(words[::2], words[1::2]))
+    spec = options.pop("--data")
+    model = {k.removeprefix("--"): v for k, v in options.items()}
+    cpu = time.process_time()
+    run, result = train(load_data(spec, "train"), ModelConfig(**model), TrainConfig(), progress=False)
+    cpu = time.process_time() - cpu
+    metrics = evaluate(run, load_data(spec, "test"))
+    return {"test_bits_per_dim": metrics["bits_per_dim"], "nll_minus_entropy": metrics.get("nll_minus_entropy"),
+            "first_epoch_loss": result.history[0]["train_loss"], "cpu_seconds": cpu, "best_epoch": result.best_epoch,
+            "epochs": len(result.history), "stop_reason": result.stop_reason, "task": run.train_config.task}  # fmt: skip
+
+
+def defaults_table(cache: dict) -> list[str]:
+    rows = {k.removeprefix("defaults/"): v for k, v in cache.items() if k.startswith("defaults/")}
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Bare `iflow train` (every option at its default; test split)",
+        "",
+        "| command | task | test bits/dim | test NLL - true entropy (nats) | first-epoch loss | epochs | stopped | CPU s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for command, r in rows.items():
+        gap = "-" if r["nll_minus_entropy"] is None else f"{r['nll_minus_entropy']:.4f}"
+        lines.append(
+            f"| `iflow train {command}` | {r['task']} | {r['test_bits_per_dim']:.3f} | {gap} | "
+            f"{r['first_epoch_loss']:.3g} | {r['epochs']} | {r['stop_reason']} | {r['cpu_seconds']:.0f} |"
+        )
+    return lines
 
 
 def report() -> str:
@@ -93,7 +133,7 @@ def report() -> str:
                 f"{g.mean():.3f} ({g.max():.3f}) | {np.median(e):.0f}, {e.max()} | {', '.join(reasons)} | "
                 f"{np.median(c):.0f} ({c.max():.0f}) |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + defaults_table(cache)) + "\n"
 
 
 def main() -> None:
@@ -101,12 +141,21 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
     parser.add_argument("--generators", nargs="+", default=["xtanh"], choices=sorted(GENERATORS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3, 4, 5])
+    parser.add_argument(
+        "--defaults", nargs="+", metavar="COMMAND", help='bare iflow train options, e.g. "--data digits"'
+    )
     parser.add_argument("--report", action="store_true", help="write convergence.md from the cache and stop")
     args = parser.parse_args()
     if args.report:
         REPORT.write_text(report())
         return
     torch.set_num_threads(1)
+    for command in args.defaults or []:
+        row = run_defaults(command)
+        update_cache(f"defaults/{command}", row)
+        print(f"iflow train {command}: {row}", flush=True)
+    if args.defaults:
+        return
     for generator in args.generators:
         for variant in args.variants:
             for seed in args.seeds:

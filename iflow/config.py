@@ -11,7 +11,7 @@ FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
 ENCODERS = ("mlp", "product")
-SCHEDULES = ("auto", "cosine", "plateau", "constant")
+SCHEDULES = ("cosine", "plateau", "constant")
 TASKS = ("recovery", "density", "image")
 
 
@@ -59,7 +59,7 @@ class TrainConfig:
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
-    schedule: str = "auto"  # auto: cosine over a fixed budget, plateau decay when training to convergence
+    schedule: str = "cosine"  # over epochs, or max_epochs when training to convergence; or plateau, constant
     task: str | None = None  # recovery, density or image: which defaults apply; None: decided from the data
     val_fraction: float = 0.1
     clip_grad: float = 10.0

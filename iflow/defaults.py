@@ -33,8 +33,8 @@ class TaskDefaults:
 
 
 TASK_DEFAULTS = {
-    "recovery": TaskDefaults(lr=2e-2, batch_size=512, max_epochs=100),
-    "density": TaskDefaults(lr=1e-3, batch_size=512, max_epochs=100, flow_options={"spline": {"bins": 16}}),
+    "recovery": TaskDefaults(lr=2e-2, batch_size=512, max_epochs=50),
+    "density": TaskDefaults(lr=1e-3, batch_size=512, max_epochs=30, flow_options={"spline": {"bins": 16}}),
     "image": TaskDefaults(
         lr=1e-3, batch_size=64, max_epochs=100,
         flow_options={"spline": {"depth": 6, "hidden": 128}, "glow": {"depth": 4, "hidden": 64}},

@@ -1,8 +1,8 @@
 """Learning-rate schedules, and scaling one in flight (after a divergence).
 
-``cosine`` decays over a known budget. ``plateau`` (the default when training to
-convergence, where the length of the run is not known in advance) is a schedule over the
-run actually made: a warm-up over the first epoch, the full rate while the held-out
+``cosine`` (the default) decays over ``epochs``, or ``max_epochs`` when training to
+convergence. ``plateau`` is a schedule over the run actually made (measured worse on the
+default benchmark, see ``benchmarks/convergence.md``): a warm-up over the first epoch, the full rate while the held-out
 log-likelihood improves, and once it has not beaten its best by more than the tolerance
 for ``PLATEAU_PATIENCE`` epochs (or half of ``max_epochs`` has passed), a cosine decay to
 1% over as many epochs as the run has had so far; training then stops.
@@ -62,19 +62,14 @@ class CosineAfterPlateau(torch.optim.lr_scheduler.LRScheduler):
             self.decay_start, self.decay_steps = self.last_epoch, self.last_epoch
 
 
-def schedule_name(config: TrainConfig) -> str:
-    """``auto``: cosine over a fixed budget of epochs, plateau decay when training to convergence."""
-    if config.schedule != "auto":
-        return config.schedule
-    return "cosine" if config.epochs is not None else "plateau"
 
 
 def make_schedule(
     optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """The schedule ``config`` names (see :func:`schedule_name`); cosine decays to 1% of
-    ``config.lr`` over ``epochs`` (or ``max_epochs``) epochs."""
-    name = schedule_name(config)
+    """The schedule ``config`` names; cosine (the default) decays to 1% of ``config.lr`` over
+    ``epochs`` (a fixed budget) or ``max_epochs`` (training to convergence) epochs."""
+    name = config.schedule
     if name == "cosine":
         epochs = config.epochs if config.epochs is not None else config.max_epochs
         return torch.optim.lr_scheduler.CosineAnnealingLR(

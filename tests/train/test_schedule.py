@@ -1,6 +1,6 @@
 """Learning-rate schedules: warm-up, the full rate until a plateau, then a cosine decay over
-as many steps as came before; its state saved and restored; cosine over a fixed budget;
-auto picks by whether the budget is fixed."""
+as many steps as came before; its state saved and restored; cosine over a fixed budget
+or over max_epochs."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from iflow.train.schedule import (
     end_epoch,
     make_schedule,
     scale_learning_rate,
-    schedule_name,
 )
 
 STEPS = 4  # steps per epoch in these tests
@@ -102,10 +101,10 @@ def test_scaling_after_a_divergence_scales_the_plateau_schedule_too() -> None:
     assert lr_of(opt) == pytest.approx(0.01)
 
 
-def test_auto_is_cosine_for_a_fixed_budget_and_plateau_otherwise() -> None:
-    assert schedule_name(TrainConfig(epochs=10)) == "cosine"
-    assert schedule_name(TrainConfig()) == "plateau"
-    assert schedule_name(TrainConfig(schedule="constant")) == "constant"
+def test_cosine_runs_over_the_fixed_budget_or_max_epochs() -> None:
     cosine = make_schedule(optimizer(), TrainConfig(epochs=10, lr=0.1), steps_per_epoch=7)
     assert isinstance(cosine, torch.optim.lr_scheduler.CosineAnnealingLR) and cosine.T_max == 70
-    assert isinstance(make_schedule(optimizer(), TrainConfig(lr=0.1, max_epochs=5), 7), CosineAfterPlateau)
+    converging = make_schedule(optimizer(), TrainConfig(lr=0.1, max_epochs=5), steps_per_epoch=7)
+    assert isinstance(converging, torch.optim.lr_scheduler.CosineAnnealingLR) and converging.T_max == 35
+    plateau = make_schedule(optimizer(), TrainConfig(lr=0.1, max_epochs=5, schedule="plateau"), 7)
+    assert isinstance(plateau, CosineAfterPlateau)
