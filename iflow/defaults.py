@@ -4,7 +4,7 @@ the config fields left at None (:func:`with_task_defaults`, called by :func:`ifl
 - ``recovery``: continuous data with an auxiliary variable that varies (several labels, or
   float u): the source-recovery settings (lr 2e-2, batch 512).
 - ``density``: continuous data without one (a single label: the 2-D toy densities, a CSV):
-  density settings (lr 1e-3, batch 512, splines with 16 bins).
+  density settings (lr 1e-3, batch 256, splines with 16 bins).
 - ``image``: discrete or image data (dequantised, e.g. digits): the settings the density
   benchmark measured (lr 1e-3, batch 64; spline depth 6 with 128 hidden units, Glow depth 4).
 
@@ -34,7 +34,7 @@ class TaskDefaults:
 
 TASK_DEFAULTS = {
     "recovery": TaskDefaults(lr=2e-2, batch_size=512, max_epochs=50),
-    "density": TaskDefaults(lr=1e-3, batch_size=512, max_epochs=30, flow_options={"spline": {"bins": 16}}),
+    "density": TaskDefaults(lr=1e-3, batch_size=256, max_epochs=30, flow_options={"spline": {"bins": 16}}),
     "image": TaskDefaults(
         lr=1e-3, batch_size=64, max_epochs=100,
         flow_options={"spline": {"depth": 6, "hidden": 128}, "glow": {"depth": 4, "hidden": 64}},
