@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 from .config import LINEAR_FITS, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
 from .train.stopping import STOP_REASONS
@@ -298,7 +299,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable:
     """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
     import shutil
 
-    from .train.checkpoint import CHECKPOINT_FILE
+    from .training.checkpoint import CHECKPOINT_FILE
     from .errors import UserError
     from .files import remove_stale_temporaries
 
@@ -343,7 +344,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
     from .runs import plan_run
-    from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
+    from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
 
     setup_torch(args)
@@ -355,7 +356,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
-        outcome = train_to_directory(plan, args.out, args.restarts, args.jobs, test, checkpoint)
+        outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
         if args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()  # nothing was saved: leave nothing behind
@@ -463,10 +464,43 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(f"figures: {args.out / 'run' / 'figures'}")
 
 
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or, with ``errors``, ``sys.stderr``) is when a record arrives."""
+
+    def __init__(self, errors: bool):
+        super().__init__()
+        self.errors = errors
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr if self.errors else sys.stdout
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # chosen at each record, never fixed
+
+
+def log_progress() -> None:
+    """The library's log on the console as it is: per-epoch INFO lines (progress off a terminal) on
+    stdout, beside the results (``iflow demo > log`` keeps them); warnings on stderr."""
+    logger = logging.getLogger("iflow")
+    if any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        return
+    progress, warnings = ConsoleHandler(errors=False), ConsoleHandler(errors=True)
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings.setLevel(logging.WARNING)
+    for handler in (progress, warnings):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     from .errors import UserError
+
+    log_progress()
 
     try:
         args.handler(args)

@@ -94,6 +94,6 @@ class Model(Protocol):
 
     def final_linear(self) -> LULinear | None:
         """The last linear layer of a flow whose Gaussian label prior allows the linear refit
-        (:mod:`iflow.train.unmixing`), else None."""
+        (:mod:`iflow.training.unmixing`), else None."""
         ...
 

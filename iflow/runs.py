@@ -3,7 +3,7 @@
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
 ``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
-:mod:`iflow.train.checkpoint`), removed once the run is saved.
+:mod:`iflow.training.checkpoint`), removed once the run is saved.
 
 Everything that can be decided before training is decided once, in :func:`plan_run`:
 the filled and validated configs, the standardisation, the split and the seeded model.
@@ -30,9 +30,9 @@ from .models.decoders import check_observations
 from .models.sampling import sample as sample_model
 from .protocols import Model
 from .runtime import as_tensors, batched, resolve_device, seed_everything, torch_threads
-from .train.checkpoint import Checkpointing
-from .train.epoch_end import uses_linear_fit
-from .train.trainer import TrainResult, fit, split_for_training
+from .training.checkpoint import Checkpointing
+from .training.epoch_end import uses_linear_fit
+from .training.trainer import TrainResult, fit, split_for_training
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
 

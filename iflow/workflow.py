@@ -16,8 +16,8 @@ from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
 from .runs import Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
 from .selection import Restart, train_with_restarts
-from .train.checkpoint import Checkpointing
-from .train.trainer import TrainResult
+from .training.checkpoint import Checkpointing
+from .training.trainer import TrainResult
 
 
 @dataclass
@@ -69,17 +69,18 @@ def save_figures(run: Run, data: Dataset, result: TrainResult, restarts: list[Re
         save_sources_figure(data.s, encode_dataset(run, data), figures / "sources.png")
 
 
-def train_to_directory(
+def train_and_evaluate(
     plan: RunPlan,
-    directory: Path,
     restarts: int = 1,
     jobs: int | None = None,
     test: Dataset | None = None,
     checkpoint: Checkpointing | None = None,
     progress: bool = True,
 ) -> Outcome:
-    """Train the planned run (best of ``restarts``), evaluate it on its data (and on ``test``),
-    save it with its figures into ``directory``, and delete the resume ``checkpoint`` once saved."""
+    """Train the planned run (best of ``restarts``) and evaluate it on its data (and on ``test``).
+
+    ``metrics["seconds"]`` is the wall time of training (of all restarts, parallel or not).
+    """
     if restarts > 1:
         run, result, candidates, seconds = train_restarts(plan, restarts, jobs, progress)
     else:
@@ -92,11 +93,18 @@ def train_to_directory(
         metrics["restarts"] = [c.as_dict() for c in candidates]
     if test is not None:
         metrics["test"] = evaluate(run, test)
-    save_run(run, directory, result, metrics)
-    save_figures(run, plan.data, result, candidates, directory)
+    return Outcome(run, result, metrics, candidates)
+
+
+def train_to_directory(plan: RunPlan, directory: Path, checkpoint: Checkpointing | None = None, **options: object) -> Outcome:
+    """:func:`train_and_evaluate`, then save the run with its figures into ``directory`` and
+    delete the resume ``checkpoint`` once saved. ``options``: those of :func:`train_and_evaluate`."""
+    outcome = train_and_evaluate(plan, checkpoint=checkpoint, **options)
+    save_run(outcome.run, directory, outcome.result, outcome.metrics)
+    save_figures(outcome.run, plan.data, outcome.result, outcome.restarts, directory)
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)
-    return Outcome(run, result, metrics, candidates)
+    return outcome
 
 
 def train_and_save(

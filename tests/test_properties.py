@@ -21,6 +21,7 @@ from iflow.config import ModelConfig
 from iflow.data.dataset import AuxSpec
 from iflow.flows.build import FLOWS, build_flow, options_for
 from iflow.priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
+from tests.helpers import autograd_logabsdet, randomize
 
 
 @dataclass(frozen=True)
@@ -32,23 +33,6 @@ class Tolerance:
 TOLERANCES = {torch.float32: Tolerance(inverse=2e-4, logdet=2e-3), torch.float64: Tolerance(inverse=1e-9, logdet=1e-8)}
 DTYPES = st.sampled_from(sorted(TOLERANCES, key=str))
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
-
-
-def randomize(module: torch.nn.Module, seed: int, scale: float) -> None:
-    """Move every parameter off its (identity or zero) initialisation."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.dtype))
-
-
-def autograd_logabsdet(fn, x: torch.Tensor) -> torch.Tensor:
-    """log|det d fn(x) / dx| per row of ``x``, from the full autograd Jacobian."""
-    rows = []
-    for row in x:
-        jacobian = torch.autograd.functional.jacobian(lambda r: fn(r.unsqueeze(0))[0].squeeze(0), row)
-        rows.append(torch.linalg.slogdet(jacobian)[1])
-    return torch.stack(rows)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str) -> None:

@@ -1,4 +1,5 @@
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -28,9 +29,7 @@ class UniformOnUnitCube(nn.Module):
 
 def discrete_data(levels=17, n=500, d=6, seed=0):
     x = np.random.default_rng(seed).integers(0, levels, (n, d)).astype(np.float64)
-    data = make_dataset(x, np.zeros(n, dtype=np.int64))
-    data.dequantize, data.bounds = 1.0, (0.0, float(levels))
-    return data
+    return replace(make_dataset(x, np.zeros(n, dtype=np.int64)), dequantize=1.0, bounds=(0.0, float(levels)))
 
 
 def test_uniform_model_scores_log2_levels_bits_per_dim():

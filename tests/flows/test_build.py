@@ -14,16 +14,9 @@ from iflow.flows.build import (
     options_for,
     residual_net_factory,
 )
+from tests.helpers import randomize
 
 DIM = 5
-
-
-def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> None:
-    """Move every parameter away from its (identity) initialisation."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
 def single_transforms(dim: int = DIM) -> dict:
@@ -49,9 +42,9 @@ def transform(request):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_round_trip(transform, dtype):
-    transform.to(dtype)
-    x = 2.5 * torch.randn(64, DIM, dtype=dtype, generator=torch.Generator().manual_seed(1))
+def test_round_trip(transform, dtype, device):
+    transform.to(device=device, dtype=dtype)
+    x = 2.5 * torch.randn(64, DIM, dtype=dtype, generator=torch.Generator().manual_seed(1)).to(device)
     z, logdet = transform(x)
     x_back, logdet_inv = transform.inverse(z)
     tol = 1e-4 if dtype == torch.float32 else 1e-10

@@ -64,7 +64,7 @@ def test_density_integrates_to_one_in_2d():
 def test_conditional_flow_identifies_linear_mixing_where_unconditional_cannot():
     """Gaussian sources mixed linearly: a rotation is unidentifiable without u, identifiable with it."""
     from iflow.config import TrainConfig
-    from iflow.train.trainer import fit
+    from iflow.training.trainer import fit
 
     rng = np.random.default_rng(0)
     segments, per = 10, 300

@@ -355,7 +355,7 @@ def test_product_posterior_m_step_is_a_fixed_point_of_the_ml_prior():
     """With a product posterior the M-step changes q too; iterated, it converges to the prior whose
     per-label moments match the posteriors' (the ELBO's stationary point in the prior). The factor
     must be narrower than the spread of its means, else that point is a prior of variance 0 (collapse)."""
-    from iflow.train.trainer import refit_prior
+    from iflow.training.trainer import refit_prior
 
     model = product_ivae().eval()
     with torch.no_grad():
@@ -394,7 +394,7 @@ def prior_term(model: VAE, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("family", ["gauss", "gauss-var", "laplace"])
 def test_vae_m_step_maximises_the_elbo_over_the_prior(family):
     """refit_prior on a VAE gives the prior table that a brute-force optimiser of the ELBO finds."""
-    from iflow.train.trainer import refit_prior
+    from iflow.training.trainer import refit_prior
 
     model = conditional_vae(family)
     gen = torch.Generator().manual_seed(3)

@@ -23,7 +23,7 @@ from .unmixing import refit_final_linear
 
 @dataclass
 class TrainingTensors:
-    """The tensors one :func:`~iflow.train.trainer.fit` call trains on, made once.
+    """The tensors one :func:`~iflow.training.trainer.fit` call trains on, made once.
 
     ``x_fit``: the training rows as the closed-form refits see them (discrete data: one
     fixed dequantisation draw; otherwise ``x_train`` itself). ``s``: true sources or None.

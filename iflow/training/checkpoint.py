@@ -29,7 +29,7 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class Checkpointing:
-    """Where and how often :func:`~iflow.train.trainer.fit` saves its state.
+    """Where and how often :func:`~iflow.training.trainer.fit` saves its state.
 
     ``every``: seconds between checkpoints (0: after every step); one is always
     written when training ends. ``resume``: continue from ``path`` if it exists.

@@ -9,7 +9,7 @@ from types import TracebackType
 
 from tqdm.auto import tqdm
 
-log = logging.getLogger("iflow.train")
+log = logging.getLogger("iflow.training")
 
 
 def epoch_summary(record: dict) -> dict[str, str]:
@@ -24,7 +24,8 @@ class ProgressReport:
     """``with ProgressReport(epochs, done) as report: report.epoch(record)``.
 
     On a terminal: a bar (refreshed at most once a second). Off a terminal: an INFO line
-    per epoch on the ``iflow.train`` logger. ``enabled=False``: nothing.
+    per epoch on the ``iflow.training`` logger, which the command line prints (in Python, enable
+    it with ``logging.basicConfig(level=logging.INFO)``). ``enabled=False``: nothing.
     """
 
     def __init__(self, epochs: int, done: int = 0, enabled: bool = True):
@@ -41,7 +42,7 @@ class ProgressReport:
             self.bar.update(1)
         elif self.enabled:
             figures = ", ".join(f"{name} {value}" for name, value in summary.items())
-            log.info("epoch %d/%d: %s (%.0f s)", record["epoch"], self.epochs, figures, record["seconds"])
+            log.info("iflow: epoch %d/%d: %s (%.0f s)", record["epoch"], self.epochs, figures, record["seconds"])
 
     def __enter__(self) -> ProgressReport:
         return self

@@ -4,9 +4,9 @@ Training runs to convergence of the held-out log-likelihood, or for a fixed budg
 (:mod:`iflow.train.stopping`); ``TrainResult.stop_reason`` says which ended it.
 
 :func:`fit` is an epoch loop over parts assembled once from the config: the steps
-(:meth:`Trainer.run_steps`), the refits after each epoch (:mod:`iflow.train.epoch_end`),
-validation, checkpoints (:class:`~iflow.train.checkpoint.Checkpointing`) and progress
-reports (:mod:`iflow.train.progress`). The trainer calls models only through
+(:meth:`Trainer.run_steps`), the refits after each epoch (:mod:`iflow.training.epoch_end`),
+validation, checkpoints (:class:`~iflow.training.checkpoint.Checkpointing`) and progress
+reports (:mod:`iflow.training.progress`). The trainer calls models only through
 :class:`~iflow.protocols.Model`.
 
 Reliability: non-finite losses roll back to the start of the epoch and retry with a

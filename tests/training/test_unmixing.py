@@ -11,9 +11,9 @@ from iflow.metrics import mcc
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior
 from iflow.data.synthetic import SyntheticConfig, generate
-from iflow.train.epoch_end import uses_linear_fit
-from iflow.train.trainer import fit
-from iflow.train.unmixing import fit_unmixing, label_scatter, profiled_log_likelihood
+from iflow.training.epoch_end import uses_linear_fit
+from iflow.training.trainer import fit
+from iflow.training.unmixing import fit_unmixing, label_scatter, profiled_log_likelihood
 
 
 def segment_sources(centered: bool, seed: int = 0, labels: int = 20, per: int = 400, n: int = 3):
@@ -109,7 +109,7 @@ def test_training_with_the_linear_fit_unmixes_a_linear_mixture_in_one_epoch():
 def test_label_scatter_in_chunks_gives_the_same_sums(monkeypatch):
     s, u = segment_sources(False)
     whole = label_scatter(s, u, 20, centered=False)[1]
-    monkeypatch.setattr("iflow.train.unmixing.SCATTER_CHUNK", 7 * 9)  # 7 rows of 3 x 3 at a time
+    monkeypatch.setattr("iflow.training.unmixing.SCATTER_CHUNK", 7 * 9)  # 7 rows of 3 x 3 at a time
     chunked = label_scatter(s, u, 20, centered=False)[1]
     assert torch.equal(chunked, whole)
     direct = torch.stack([torch.cov(s[u == k].T, correction=0) for k in range(20)])
