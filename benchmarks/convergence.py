@@ -74,7 +74,7 @@ def run_one(variant: str, generator: str, seed: int) -> dict:
 def run_defaults(command: str) -> dict:
     """``iflow train`` with the options of ``command`` (``--data NAME`` and optionally ``--flow F``)."""
     words = command.split()
-    options = dict(zip(words[::2], words[1::2]))
+    options = dict(zip(words[::2], words[1::2], strict=True))
     spec = options.pop("--data")
     model = {k.removeprefix("--"): v for k, v in options.items()}
     cpu = time.process_time()

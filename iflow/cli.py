@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import NoReturn, TextIO
 
 from .config import LINEAR_FITS, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
-from .train.stopping import STOP_REASONS
+from .training.stopping import STOP_REASONS
 
 DATA_HELP = (
     "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s), "

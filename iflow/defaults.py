@@ -8,7 +8,7 @@ the config fields left at None (:func:`with_task_defaults`, called by :func:`ifl
 - ``image``: discrete or image data (dequantised, e.g. digits): the settings the density
   benchmark measured (lr 1e-3, batch 64; spline depth 6 with 128 hidden units, Glow depth 4).
 
-Every task trains to convergence (see :mod:`iflow.train.stopping`) within its ``max_epochs``.
+Every task trains to convergence (see :mod:`iflow.training.stopping`) within its ``max_epochs``.
 The filled values (and the task) are recorded in ``config.json``.
 """
 

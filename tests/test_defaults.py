@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
 import pytest
+import torch
 
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.builtin import load_data

@@ -30,7 +30,7 @@ class CosineAfterPlateau(torch.optim.lr_scheduler.LRScheduler):
     the whole state is in ``state_dict()``.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, tolerance: float, max_epochs: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, warmup: int, tolerance: float, max_epochs: int) -> None:
         self.warmup, self.tolerance, self.max_epochs = warmup, tolerance, max_epochs
         self.best, self.stalled, self.epochs = -math.inf, 0, 0
         self.decay_start: int | None = None  # the step the decay started at
@@ -60,8 +60,6 @@ class CosineAfterPlateau(torch.optim.lr_scheduler.LRScheduler):
         plateau = self.stalled >= PLATEAU_PATIENCE or 2 * self.epochs >= self.max_epochs
         if self.decay_start is None and plateau:
             self.decay_start, self.decay_steps = self.last_epoch, self.last_epoch
-
-
 
 
 def make_schedule(

@@ -7,7 +7,7 @@ the last epoch that beat the one before it by more than the tolerance, so a slow
 steady climb (``tolerance`` / 2 per epoch, say) keeps training going.
 
 The trainer also stops (``converged``) when the default learning-rate schedule has
-finished its decay after a plateau (:mod:`iflow.train.schedule`).
+finished its decay after a plateau (:mod:`iflow.training.schedule`).
 
 The rule's state is two numbers (:meth:`StoppingRule.state`), saved with the
 checkpoint's progress so a resumed run stops where an uninterrupted one would.

@@ -1,7 +1,7 @@
 """One trainer for every model: Adam, a learning-rate schedule, a validation split scored
 by log-likelihood, the best state kept, MCC on the full data when sources are known.
 Training runs to convergence of the held-out log-likelihood, or for a fixed budget
-(:mod:`iflow.train.stopping`); ``TrainResult.stop_reason`` says which ended it.
+(:mod:`iflow.training.stopping`); ``TrainResult.stop_reason`` says which ended it.
 
 :func:`fit` is an epoch loop over parts assembled once from the config: the steps
 (:meth:`Trainer.run_steps`), the refits after each epoch (:mod:`iflow.training.epoch_end`),
@@ -55,7 +55,7 @@ __all__ = ["fit", "uses_linear_fit", "warm_start", "refit_prior", "TrainResult",
 @dataclass
 class TrainResult:
     """``history``: one dict per epoch; ``best_epoch`` by validation log-likelihood;
-    ``stop_reason``: a key of :data:`~iflow.train.stopping.STOP_REASONS` ("" while training)."""
+    ``stop_reason``: a key of :data:`~iflow.training.stopping.STOP_REASONS` ("" while training)."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1

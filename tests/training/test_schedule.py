@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from iflow.config import TrainConfig
-from iflow.train.schedule import (
+from iflow.training.schedule import (
     FINAL_SCALE,
     PLATEAU_PATIENCE,
     CosineAfterPlateau,

@@ -18,9 +18,9 @@ from iflow.defaults import train_defaults
 from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
-from iflow.train.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
-from iflow.train.stopping import STOP_REASONS, StoppingRule
-from iflow.train.trainer import TrainingInterrupted, fit, mean_log_likelihood, split_for_training
+from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
+from iflow.training.stopping import STOP_REASONS, StoppingRule
+from iflow.training.trainer import TrainingInterrupted, fit, mean_log_likelihood, split_for_training
 
 DIM = 3
 
