@@ -149,7 +149,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-epochs", type=positive_int, default=d.max_epochs,
                    help=f"at most this many epochs when training to convergence ({PER_TASK})")
     p.add_argument("--patience", type=positive_int, default=d.patience,
-                   help="stop after this many epochs without a held-out gain above --tolerance (default %(default)s)")
+                   help=f"stop after this many epochs without a held-out gain above --tolerance ({PER_TASK})")
     p.add_argument("--tolerance", type=nonnegative_float, default=d.tolerance,
                    help="held-out log-likelihood gain (nats/sample) that counts as progress (default %(default)s)")
     p.add_argument("--time-limit", type=positive_float, default=d.time_limit, metavar="SECONDS",
