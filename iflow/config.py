@@ -76,6 +76,8 @@ class TrainConfig:
             (self.epochs is None or self.epochs >= 1, f"{param('epochs')} must be >= 1, got {self.epochs}"),
             (self.max_epochs is None or self.max_epochs >= 1,
              f"{param('max_epochs')} must be >= 1, got {self.max_epochs}"),
+            (self.epochs is None or self.max_epochs is None,
+             f"{param('epochs')} is a fixed budget and {param('max_epochs')} a cap on training to convergence; give one"),
             (self.patience is None or self.patience >= 1, f"{param('patience')} must be >= 1, got {self.patience}"),
             (self.tolerance >= 0, f"{param('tolerance')} must be >= 0, got {self.tolerance}"),
             (self.time_limit is None or self.time_limit > 0,

@@ -62,7 +62,7 @@ def train_defaults(data: Dataset, config: TrainConfig) -> TrainConfig:
         task=task,
         lr=d.lr if config.lr is None else config.lr,
         batch_size=d.batch_size if config.batch_size is None else config.batch_size,
-        max_epochs=d.max_epochs if config.max_epochs is None else config.max_epochs,
+        max_epochs=d.max_epochs if config.max_epochs is None and config.epochs is None else config.max_epochs,
         patience=d.patience if config.patience is None else config.patience,
     )
 

@@ -44,6 +44,7 @@ def test_train_defaults_fill_only_what_is_left_at_none() -> None:
         image.max_epochs,
     )
     assert filled.patience == image.patience
+    assert train_defaults(load_data("digits"), TrainConfig(epochs=3)).max_epochs is None, "a fixed budget has no cap"
     assert train_defaults(load_data("digits"), filled) == filled, "filling is idempotent"
     assert train_defaults(load_data("digits"), TrainConfig(task="recovery")).lr == TASK_DEFAULTS["recovery"].lr
 

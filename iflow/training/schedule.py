@@ -68,13 +68,13 @@ def make_schedule(
     """The schedule ``config`` names; cosine (the default) decays to 1% of ``config.lr`` over
     ``epochs`` (a fixed budget) or ``max_epochs`` (training to convergence) epochs."""
     name = config.schedule
+    epochs = config.epochs if config.epochs is not None else config.max_epochs
     if name == "cosine":
-        epochs = config.epochs if config.epochs is not None else config.max_epochs
         return torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=epochs * steps_per_epoch, eta_min=config.lr * 0.01
         )
     if name == "plateau":
-        return CosineAfterPlateau(optimizer, min(WARMUP_STEPS, steps_per_epoch), config.tolerance, config.max_epochs)
+        return CosineAfterPlateau(optimizer, min(WARMUP_STEPS, steps_per_epoch), config.tolerance, epochs)
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
 
 

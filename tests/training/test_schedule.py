@@ -107,4 +107,5 @@ def test_cosine_runs_over_the_fixed_budget_or_max_epochs() -> None:
     converging = make_schedule(optimizer(), TrainConfig(lr=0.1, max_epochs=5), steps_per_epoch=7)
     assert isinstance(converging, torch.optim.lr_scheduler.CosineAnnealingLR) and converging.T_max == 35
     plateau = make_schedule(optimizer(), TrainConfig(lr=0.1, max_epochs=5, schedule="plateau"), 7)
-    assert isinstance(plateau, CosineAfterPlateau)
+    assert isinstance(plateau, CosineAfterPlateau) and plateau.max_epochs == 5
+    assert make_schedule(optimizer(), TrainConfig(lr=0.1, epochs=6, schedule="plateau"), 7).max_epochs == 6
