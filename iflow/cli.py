@@ -151,7 +151,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patience", type=positive_int, default=d.patience,
                    help=f"stop after this many epochs without a held-out gain above --tolerance ({PER_TASK})")
     p.add_argument("--tolerance", type=nonnegative_float, default=d.tolerance,
-                   help="held-out log-likelihood gain (nats/sample) that counts as progress (default %(default)s)")
+                   help=f"held-out log-likelihood gain (nats/sample) that counts as progress ({PER_TASK})")
     p.add_argument("--time-limit", type=positive_float, default=d.time_limit, metavar="SECONDS",
                    help="stop after the first epoch that ends past this many seconds of training (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"batch size ({PER_TASK})")

@@ -54,7 +54,7 @@ class TrainConfig:
     epochs: int | None = None  # a fixed budget (no early stop); None: train to convergence
     max_epochs: int | None = None  # None (here and below): the task's default (iflow/defaults.py)
     patience: int | None = None  # epochs without a held-out gain above the tolerance before stopping
-    tolerance: float = 0.01  # nats per sample
+    tolerance: float | None = None  # nats per sample
     time_limit: float | None = None  # seconds of training, checked after each epoch; None: no limit
     batch_size: int | None = None
     lr: float | None = None
@@ -79,7 +79,8 @@ class TrainConfig:
             (self.epochs is None or self.max_epochs is None,
              f"{param('epochs')} is a fixed budget and {param('max_epochs')} a cap on training to convergence; give one"),
             (self.patience is None or self.patience >= 1, f"{param('patience')} must be >= 1, got {self.patience}"),
-            (self.tolerance >= 0, f"{param('tolerance')} must be >= 0, got {self.tolerance}"),
+            (self.tolerance is None or self.tolerance >= 0,
+             f"{param('tolerance')} must be >= 0, got {self.tolerance}"),
             (self.time_limit is None or self.time_limit > 0,
              f"{param('time_limit')} must be > 0 seconds, got {self.time_limit}"),
             (self.batch_size is None or self.batch_size >= 1,
