@@ -15,6 +15,7 @@ from typing import NoReturn, TextIO
 
 from . import __version__
 from .config import LINEAR_FITS, MAX_SEED, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
+from .training.stopping import STOP_REASONS
 
 DATA_HELP = (
     "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s; x may be "
@@ -148,7 +149,8 @@ TRAIN_DEFAULTS = TrainConfig()
 MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_bound", "latent_dim", "obs", "noise_var",
                  "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
-                 "prior_fit", "linear_fit")  # fmt: skip
+                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit")  # fmt: skip
+PER_TASK = "default: per task, see README"
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -192,9 +194,18 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     d = TRAIN_DEFAULTS
-    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="training epochs (default %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="batch size (default %(default)s)")
-    p.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--epochs", type=positive_int, default=d.epochs,
+                   help="a fixed budget of epochs, cosine schedule (default: train to convergence)")
+    p.add_argument("--max-epochs", type=positive_int, default=d.max_epochs,
+                   help=f"at most this many epochs when training to convergence ({PER_TASK})")
+    p.add_argument("--patience", type=positive_int, default=d.patience,
+                   help=f"stop after this many epochs without a held-out gain above --tolerance ({PER_TASK})")
+    p.add_argument("--tolerance", type=nonnegative_float, default=d.tolerance,
+                   help=f"held-out log-likelihood gain (nats/sample) that counts as progress ({PER_TASK})")
+    p.add_argument("--time-limit", type=positive_float, default=d.time_limit, metavar="SECONDS",
+                   help="stop after the first epoch that ends past this many seconds of training (default: none)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"batch size ({PER_TASK})")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help=f"Adam learning rate ({PER_TASK})")
     p.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay,
                    help="Adam weight decay (default %(default)s)")
     p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="held-out fraction (default %(default)s)")
@@ -443,6 +454,9 @@ def report_training(out: Path, metrics: dict, seconds: float) -> None:
         score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
         kept = " (kept)" if restart["chosen"] else ""
         print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
+    if metrics["stop_reason"]:  # a closed-form model (FastICA, x itself) has no epochs
+        print(f"{out}: stopped after {metrics['epochs_trained']} epochs ({metrics['stop_reason']}: "
+              f"{STOP_REASONS[metrics['stop_reason']]}); kept epoch {metrics['best_epoch']}, the best held out")
     print(f"{out}: training rows {format_metrics(metrics['train'])} ({seconds:.0f} s)")
     print(f"{out}: validation rows {format_metrics(metrics['val'])}")
     if "test" in metrics:

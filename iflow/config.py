@@ -11,7 +11,8 @@ FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
 ENCODERS = ("mlp", "product")
-SCHEDULES = ("cosine", "constant")
+SCHEDULES = ("cosine", "plateau", "constant")
+TASKS = ("recovery", "density", "image")
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (numpy's legacy seeding; restarts add their index to it in torch)
 
 
@@ -52,11 +53,16 @@ class ModelConfig:
 class TrainConfig:
     """How to train. Every model uses the same trainer."""
 
-    epochs: int = 32
-    batch_size: int = 512
-    lr: float = 2e-2
+    epochs: int | None = None  # a fixed budget (no early stop); None: train to convergence
+    max_epochs: int | None = None  # None (here and below): the task's default (iflow/defaults.py)
+    patience: int | None = None  # epochs without a held-out gain above the tolerance before stopping
+    tolerance: float | None = None  # nats per sample
+    time_limit: float | None = None  # seconds of training, checked after each epoch; None: no limit
+    batch_size: int | None = None
+    lr: float | None = None
     weight_decay: float = 0.0
-    schedule: str = "cosine"
+    schedule: str = "cosine"  # over epochs, or max_epochs when training to convergence; or plateau, constant
+    task: str | None = None  # recovery, density or image: which defaults apply; None: decided from the data
     val_fraction: float = 0.1
     clip_grad: float = 10.0
     seed: int = 0
@@ -69,9 +75,20 @@ class TrainConfig:
     def validate(self) -> None:
         """:class:`UserError` for values out of range or options that contradict each other."""
         checks = [
-            (self.epochs >= 1, f"{param('epochs')} must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"{param('batch_size')} must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"{param('lr')} must be > 0, got {self.lr}"),
+            (self.epochs is None or self.epochs >= 1, f"{param('epochs')} must be >= 1, got {self.epochs}"),
+            (self.max_epochs is None or self.max_epochs >= 1,
+             f"{param('max_epochs')} must be >= 1, got {self.max_epochs}"),
+            (self.epochs is None or self.max_epochs is None,
+             f"{param('epochs')} is a fixed budget and {param('max_epochs')} a cap on training to convergence; give one"),
+            (self.patience is None or self.patience >= 1, f"{param('patience')} must be >= 1, got {self.patience}"),
+            (self.tolerance is None or self.tolerance >= 0,
+             f"{param('tolerance')} must be >= 0, got {self.tolerance}"),
+            (self.time_limit is None or self.time_limit > 0,
+             f"{param('time_limit')} must be > 0 seconds, got {self.time_limit}"),
+            (self.batch_size is None or self.batch_size >= 1,
+             f"{param('batch_size')} must be >= 1, got {self.batch_size}"),
+            (self.lr is None or self.lr > 0, f"{param('lr')} must be > 0, got {self.lr}"),
+            (self.task is None or self.task in TASKS, f"unknown {param('task')} {self.task!r}; choose from {TASKS}"),
             (self.weight_decay >= 0, f"{param('weight_decay')} must be >= 0, got {self.weight_decay}"),
             (0 < self.val_fraction < 1, f"{param('val_fraction')} must be in (0, 1), got {self.val_fraction}"),
             (self.clip_grad > 0, f"{param('clip_grad')} must be > 0, got {self.clip_grad}"),

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .config import TrainConfig
 from .data.dataset import Dataset
 from .metrics import mcc
 from .runs import Run, encode_dataset
@@ -54,12 +53,11 @@ def consistency(runs: Sequence[Run], data: Dataset) -> dict:
 
 
 def caveat(runs: Sequence[Run]) -> str:
-    """What agreement does not show, and which runs trained for fewer epochs than the default."""
-    default = TrainConfig().epochs
-    short = [f"{run.directory or 'run'} ({run.train_config.epochs})" for run in runs if run.train_config.epochs < default]
+    """What agreement does not show, and which runs trained for a fixed number of epochs, not to convergence."""
+    short = [f"{run.directory or 'run'} ({run.train_config.epochs})" for run in runs if run.train_config.epochs is not None]
     note = (
         "agreement between runs is necessary for recovery, not sufficient: runs stopped early can agree on the "
         "same wrong latents (default benchmark: two 2-epoch runs agreed at 0.940 and recovered the sources at "
         "0.678 and 0.670)"
     )
-    return note + (f"; trained for fewer than the default {default} epochs: {', '.join(short)}" if short else "")
+    return note + (f"; trained for a fixed number of epochs, not to convergence: {', '.join(short)}" if short else "")

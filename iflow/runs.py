@@ -24,6 +24,7 @@ from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_
 from .data.dataset import Dataset, Standardizer, aux_spec, check_aux, is_real_numeric
 from .data.dequantization import dequantized
 from .data.images import check_levels
+from .defaults import with_task_defaults
 from .errors import UserError, param
 from .files import atomic_write, save_json
 from .metrics import bits_per_dim, mcc
@@ -113,6 +114,8 @@ def plan_run(data: Dataset, model_config: ModelConfig, train_config: TrainConfig
     """Validate and fill the configs, standardise, split and build the seeded model: everything
     that can fail fails here, before any training (and before a run directory is touched)."""
     train_config.validate()
+    has_flow = "flow" in model_entry(model_config.model).options
+    model_config, train_config = with_task_defaults(data, model_config, train_config, has_flow)
     resolve_device(train_config.device)
     model_config = fill_model_config(data, model_config)
     split = split_for_training(data, train_config)
@@ -225,7 +228,8 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
     atomic_write(directory / WEIGHTS_FILE, lambda f: torch.save(checkpoint, f))
     save_json(directory / CONFIG_FILE, config)
     if result is not None:
-        history = {"best_epoch": result.best_epoch, "seconds": result.seconds, "epochs": result.history}
+        history = {"best_epoch": result.best_epoch, "seconds": result.seconds, "stop_reason": result.stop_reason,
+                   "epochs": result.history}  # fmt: skip
         history["units"] = HISTORY_UNITS
         save_json(directory / HISTORY_FILE, history)
     if metrics is not None:

@@ -36,6 +36,21 @@ def test_run_directory_contents(trained):
     assert len(json.loads((run / "history.json").read_text())["epochs"]) == 2
 
 
+def test_train_to_convergence_says_why_it_stopped(trained, capsys, tmp_path):
+    data, _ = trained
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(data), "--batch-size", "64", "--depth", "2", "--max-epochs", "3", "--out", str(run)]
+    capsys.readouterr()
+    assert main([*argv, "--patience", "50"]) == 0
+    assert "stopped after 3 epochs (max_epochs:" in capsys.readouterr().out
+    history = json.loads((run / "history.json").read_text())
+    assert (history["stop_reason"], len(history["epochs"])) == ("max_epochs", 3)
+    config = json.loads((run / "config.json").read_text())["train"]
+    assert (config["task"], config["lr"], config["epochs"]) == ("recovery", 2e-2, None)
+    assert main([*argv, "--overwrite", "--patience", "1", "--tolerance", "1e6"]) == 0
+    assert "stopped after 2 epochs (converged:" in capsys.readouterr().out  # epoch 1 sets the reference
+
+
 def test_eval_json_and_encode_agree(trained, capsys, tmp_path):
     data, run = trained
     capsys.readouterr()

@@ -64,7 +64,7 @@ def test_consistency_says_agreement_is_not_recovery_and_names_short_runs(two_run
     assert main(["consistency", str(a), str(b), "--data", str(data)]) == 0
     note = capsys.readouterr().out.strip().splitlines()[-1]
     assert note.startswith("note: agreement between runs is necessary for recovery, not sufficient")
-    assert f"fewer than the default 32 epochs: {a} (1), {b} (1)" in note
+    assert f"a fixed number of epochs, not to convergence: {a} (1), {b} (1)" in note
 
 
 def test_runs_of_the_default_length_get_the_general_caveat_only():
@@ -74,4 +74,4 @@ def test_runs_of_the_default_length_get_the_general_caveat_only():
     from iflow.consistency import caveat
 
     full = SimpleNamespace(directory="r", train_config=TrainConfig())
-    assert "not sufficient" in caveat([full, full]) and "fewer than" not in caveat([full, full])
+    assert "not sufficient" in caveat([full, full]) and "fixed number" not in caveat([full, full])

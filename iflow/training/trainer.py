@@ -1,5 +1,7 @@
 """One trainer for every model: Adam, a learning-rate schedule, a validation split scored
 by log-likelihood, the best state kept, MCC on the full data when sources are known.
+Training runs to convergence of the held-out log-likelihood, or for a fixed budget
+(:mod:`iflow.training.stopping`); ``TrainResult.stop_reason`` says which ended it.
 
 :func:`fit` is an epoch loop over parts assembled once from the config: the steps
 (:meth:`Trainer.run_steps`), the refits after each epoch (:mod:`iflow.training.epoch_end`),
@@ -31,13 +33,16 @@ from torch import Tensor, nn
 from ..config import TrainConfig
 from ..data.dataset import Dataset, split_indices
 from ..data.dequantization import dequantize
+from ..defaults import train_defaults
 from ..errors import UserError, param
 from ..protocols import Model
 from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
 from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
 from .progress import ProgressReport
+from .schedule import end_epoch as schedule_end_epoch
 from .schedule import make_schedule, scale_learning_rate
+from .stopping import StoppingRule
 
 LR_DECAY = 0.1  # learning-rate factor after each divergence
 MAX_RETRIES = 3  # learning-rate reductions before giving up
@@ -49,12 +54,14 @@ __all__ = ["fit", "uses_linear_fit", "warm_start", "refit_prior", "TrainResult",
 
 @dataclass
 class TrainResult:
-    """``history``: one dict per epoch; ``best_epoch`` by validation log-likelihood."""
+    """``history``: one dict per epoch; ``best_epoch`` by validation log-likelihood;
+    ``stop_reason``: a key of :data:`~iflow.training.stopping.STOP_REASONS` ("" while training)."""
 
     history: list[dict] = field(default_factory=list)
     best_epoch: int = -1
     best_val_log_likelihood: float = -math.inf
     seconds: float = 0.0
+    stop_reason: str = ""
 
 
 class TrainingDiverged(UserError):
@@ -76,6 +83,7 @@ class Progress:
     retries: int = 0  # learning-rate reductions after divergence so far
     elapsed: float = 0.0  # seconds trained before the last checkpoint
     best_state: dict | None = None
+    stopping: dict = field(default_factory=dict)  # the stopping rule's state after the last epoch
     result: TrainResult = field(default_factory=TrainResult)
 
 
@@ -175,6 +183,7 @@ class Trainer:
     schedule: torch.optim.lr_scheduler.LRScheduler
     generator: torch.Generator
     progress: Progress
+    rule: StoppingRule
     checkpoint: Checkpointing | None = None
     identity: dict | None = None
     epoch_start: dict | None = None  # the rollback point: the state when this epoch's order was drawn
@@ -210,6 +219,8 @@ class Trainer:
         restore_rng_states(state["rng"], self.generator)
         progress = state["progress"]
         self.progress = Progress(**{**progress, "result": TrainResult(**progress["result"])})
+        if self.progress.stopping:
+            self.rule.load_state(self.progress.stopping)
         self.clock_start = time.perf_counter()
 
     def resume(self) -> None:
@@ -298,6 +309,7 @@ class Trainer:
         if not math.isfinite(record["val_log_likelihood"]):
             self.recover(f"the validation of epoch {p.epoch + 1}")
             return None
+        decayed = schedule_end_epoch(self.schedule, record["val_log_likelihood"])
         if t.s is not None:
             record["mcc"] = source_mcc(latents)
         result = p.result
@@ -307,6 +319,8 @@ class Trainer:
             result.best_epoch = p.epoch + 1
             p.best_state = copy.deepcopy(self.model.state_dict())
         p.epoch, p.step, p.order = p.epoch + 1, 0, None
+        result.stop_reason = self.rule.decide(record) or ("converged" if decayed and not self.rule.fixed else "")
+        p.stopping = self.rule.state()
         return record
 
 
@@ -322,11 +336,11 @@ def start_trainer(
         warm_start(model, tensors.x_fit, tensors.u_train)
     # foreach: one fused update over all parameters, not a Python loop (1.12x per step on the CPU, same values)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
-    steps = config.epochs * (len(tensors.train_idx) // config.batch_size)
+    schedule = make_schedule(optimizer, config, len(tensors.train_idx) // config.batch_size)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     progress = Progress(best_state=copy.deepcopy(model.state_dict()))
     identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
-    trainer = Trainer(model, config, tensors, optimizer, make_schedule(optimizer, config, steps), generator, progress,
+    trainer = Trainer(model, config, tensors, optimizer, schedule, generator, progress, StoppingRule.from_config(config),
                       checkpoint, identity)  # fmt: skip
     if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
         trainer.resume()
@@ -352,11 +366,12 @@ def fit(
     continues from a saved state bit for bit (CPU, same thread count).
     """
     config.validate()
+    config = train_defaults(data, config)
     trainer = start_trainer(model, data, config, split or split_for_training(data, config), checkpoint)
     refits = refits_for(model, trainer.optimizer, trainer.tensors, config)
-    report = ProgressReport(config.epochs, trainer.progress.epoch, enabled=progress)
+    report = ProgressReport(trainer.rule.max_epochs, trainer.progress.epoch, enabled=progress)
     with stop_requests(checkpoint is not None) as stops, report:
-        while trainer.progress.epoch < config.epochs:
+        while not trainer.progress.result.stop_reason:
             if not trainer.run_steps(stops):
                 continue
             record = trainer.end_epoch(refits)

@@ -1,0 +1,76 @@
+"""Defaults per task: decided from the data, filled only where the config says None, recorded."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from iflow.config import ModelConfig, TrainConfig
+from iflow.data.builtin import load_data
+from iflow.data.dataset import make_dataset
+from iflow.defaults import TASK_DEFAULTS, model_defaults, task_of, train_defaults
+from iflow.runs import plan_run
+
+
+def labelled(n: int = 600, labels: int = 3):
+    rng = np.random.default_rng(0)
+    return make_dataset(rng.normal(size=(n, 3)), np.arange(n) % labels, name="labelled")
+
+
+@pytest.mark.parametrize(
+    ("data", "task"),
+    [
+        (lambda: load_data("digits"), "image"),
+        (lambda: load_data("checkerboard"), "density"),
+        (lambda: labelled(), "recovery"),
+        (lambda: labelled(labels=1), "density"),
+        (lambda: make_dataset(np.zeros((10, 2)), np.linspace(0, 1, 20).reshape(10, 2)), "recovery"),
+    ],
+)
+def test_task_follows_from_the_data(data, task: str) -> None:
+    assert task_of(data()) == task
+
+
+def test_train_defaults_fill_only_what_is_left_at_none() -> None:
+    filled = train_defaults(load_data("digits"), TrainConfig(lr=5e-3))
+    image = TASK_DEFAULTS["image"]
+    assert (filled.task, filled.lr, filled.batch_size, filled.max_epochs) == (
+        "image",
+        5e-3,
+        image.batch_size,
+        image.max_epochs,
+    )
+    assert filled.patience == image.patience
+    assert train_defaults(load_data("digits"), TrainConfig(epochs=3)).max_epochs is None, "a fixed budget has no cap"
+    assert train_defaults(load_data("digits"), filled) == filled, "filling is idempotent"
+    assert train_defaults(load_data("digits"), TrainConfig(task="recovery")).lr == TASK_DEFAULTS["recovery"].lr
+
+
+def test_flow_options_per_task_keep_what_is_given_and_leave_the_vae_family_alone() -> None:
+    spline = model_defaults(ModelConfig(flow="spline", hidden=32), "image", has_flow=True)
+    assert (spline.depth, spline.hidden) == (6, 32)
+    assert model_defaults(ModelConfig(flow="realnvp"), "image", has_flow=True) == ModelConfig(flow="realnvp")
+    assert model_defaults(ModelConfig(model="ivae"), "image", has_flow=False) == ModelConfig(model="ivae")
+
+
+def test_plan_run_records_the_task_and_its_values() -> None:
+    plan = plan_run(load_data("checkerboard"), ModelConfig(), TrainConfig())
+    density = TASK_DEFAULTS["density"]
+    assert plan.run.train_config.task == "density"
+    assert (plan.run.train_config.lr, plan.run.model_config.bins) == (density.lr, 16)
+    recovery = plan_run(labelled(), ModelConfig(), TrainConfig()).run
+    assert (recovery.train_config.lr, recovery.model_config.bins) == (TASK_DEFAULTS["recovery"].lr, None)
+
+
+def test_glow_on_digits_has_a_finite_readable_first_epoch_with_the_image_defaults() -> None:
+    """At the recovery lr (2e-2) one Adam step took Glow's loss from about -72 to 1e4."""
+    from iflow.runs import train
+
+    torch.manual_seed(0)
+    run, result = train(load_data("digits"), ModelConfig(flow="glow"), TrainConfig(max_epochs=1), progress=False)
+    first = result.history[0]
+    assert (run.train_config.task, result.stop_reason) == ("image", "max_epochs")
+    assert math.isfinite(first["train_loss"]) and first["train_loss"] < 0, first
