@@ -11,6 +11,7 @@ FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
 ENCODERS = ("mlp", "product")
+POSTERIORS = ("gaussian", "flow")
 SCHEDULES = ("cosine", "constant")
 
 
@@ -39,6 +40,9 @@ class ModelConfig:
     iw_samples: int = 100  # K of the importance-weighted log-likelihood bound
     train_samples: int = 1  # K of the training objective: 1 the ELBO, K > 1 the importance-weighted bound
     encoder: str = "mlp"  # q(z | x, u): "mlp" (u added at the first layer) or "product" (q(z | x) times p(z | u))
+    posterior: str = "gaussian"  # q's family: "gaussian", or "flow" (spline couplings bending the Gaussian)
+    posterior_depth: int = 4  # coupling layers of the flow posterior
+    objective_weights: list[float] | None = None  # (a, b, c, d) of the iVAE code's re-weighted ELBO; None: the ELBO
 
     def flow_options(self) -> dict:
         """The flow options set here (the builder's defaults apply to the rest)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, fields
 
 from nflows.transforms import CompositeTransform, Transform
 
-from ..config import ENCODERS, ModelConfig
+from ..config import ENCODERS, POSTERIORS, ModelConfig
 from ..errors import UserError, param
 from ..flows.build import FLOWS, build_flow, check_options
 from ..flows.multiscale import image_glow
@@ -23,6 +23,7 @@ from ..priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
 from ..protocols import Model
 from .decoders import OBSERVATIONS, build_observation
 from .identifiable_flow import IdentifiableFlow
+from .flow_posterior import FlowPosterior
 from .vae import VAE, GaussianEncoder
 
 
@@ -72,13 +73,15 @@ def vae_family(config: ModelConfig, identifiable: bool, beta: float, tc: bool) -
         iw_samples=config.iw_samples,
         train_samples=config.train_samples,
         product_posterior=product,
+        posterior_flow=FlowPosterior(latent, config.dim, hidden, config.posterior_depth) if config.posterior == "flow" else None,
+        objective_weights=None if config.objective_weights is None else tuple(config.objective_weights),
     )
 
 
 FLOW_OPTIONS = frozenset({"flow", "depth", "hidden", "bins", "tail_bound"})
 VAE_OPTIONS = frozenset(
     {"depth", "hidden", "latent_dim", "obs", "noise_var", "learn_noise", "beta", "anneal_steps", "iw_samples",
-     "train_samples", "encoder"}
+     "train_samples", "encoder", "posterior", "posterior_depth", "objective_weights"}
 )  # fmt: skip
 OPTIONS = FLOW_OPTIONS | VAE_OPTIONS | {"prior"}  # the fields of ModelConfig that only some models read
 
@@ -165,6 +168,7 @@ def check_vae_options(config: ModelConfig) -> None:
             f"not {config.prior}",
         ),
     ]
+    checks += posterior_checks(config)
     if config.train_samples > 1:
         plain_elbo = config.model in ("ivae", "vae") and config.beta in (None, 1.0) and config.anneal_steps == 0
         weights = (
@@ -176,6 +180,21 @@ def check_vae_options(config: ModelConfig) -> None:
     for ok, message in checks:
         if not ok:
             raise UserError(message)
+
+
+def posterior_checks(config: ModelConfig) -> list[tuple[bool, str]]:
+    """(ok, message) for the posterior family and the objective weights."""
+    flow, weights = config.posterior == "flow", config.objective_weights
+    return [
+        (config.posterior in POSTERIORS, f"unknown {param('posterior')} {config.posterior!r}; choose from {list(POSTERIORS)}"),
+        (config.posterior_depth >= 1, f"{param('posterior_depth')} must be >= 1, got {config.posterior_depth}"),
+        (not flow or config.latent_dim != 1, f"{param('posterior')} flow needs {param('latent_dim')} >= 2"),
+        (not flow or config.model != "tcvae", f"{param('posterior')} flow has no total-correlation term: not for tcvae"),
+        (weights is None or len(weights) == 4, f"{param('objective_weights')} takes four numbers a b c d, got {weights}"),
+        (weights is None or (config.train_samples == 1 and config.model != "tcvae" and not flow),
+         f"{param('objective_weights')} re-weights the ELBO of a Gaussian posterior: not with {param('train_samples')} "
+         f"> 1, {param('posterior')} flow or tcvae"),
+    ]  # fmt: skip
 
 
 def build_model(config: ModelConfig) -> Model:
