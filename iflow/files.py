@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import tempfile
@@ -66,3 +68,12 @@ def save_json(path: Path, obj: dict) -> None:
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Atomically write an ``.npz`` (the name is kept exactly as given)."""
     atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def save_csv(path: Path, rows: list[dict]) -> None:
+    """Rows of equal keys as a CSV file with a header, written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))

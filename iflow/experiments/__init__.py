@@ -1,0 +1,1 @@
+"""Experiments: each module offers ``DESCRIPTION``, ``PUBLISHED``, ``settings(quick)``, ``run(setting, seed)`` and ``report(rows, out)``."""
