@@ -133,8 +133,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--iw-samples", type=positive_int, default=None,
                      help=f"K of the importance-weighted log-likelihood bound (default {d.iw_samples})")
     vae.add_argument("--train-samples", type=positive_int, default=None,
-                     help="K of the training objective: 1 the ELBO (default), K > 1 the importance-weighted bound "
-                     "(IWAE; needs beta 1 and no annealing)")
+                     help="K of the training objective: 1 the ELBO, K > 1 the importance-weighted bound (IWAE; needs "
+                     "beta 1 and no annealing); default 8 for ivae and vae with beta 1, else 1")
     vae.add_argument("--encoder", default=None,
                      help="posterior q(z | x, u): mlp (default; u added at the first layer) or product "
                      "(a Gaussian q(z | x) times the prior p(z | u), normalised; Gaussian priors only)")

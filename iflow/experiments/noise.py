@@ -170,7 +170,8 @@ def markdown(summary: dict) -> str:
             f"{stats['true_log_likelihood'][0]:.3f} | {stats['mcc_x'][0]:.3f} | {stats['cpu_seconds'][0]:.0f} | "
             f"{', '.join(map(str, stats['seeds']))} |"
         )
-    return "\n".join(lines) + "\n\nBest model by held-out MCC per noise sd: " + crossover(best) + "\n"
+    header = f"# {DESCRIPTION}\n\n{__doc__.split(chr(10), 2)[2].strip()}\n\n"
+    return header + "\n".join(lines) + "\n\nBest model by held-out MCC per noise sd: " + crossover(best) + "\n"
 
 
 def crossover(best: dict[float, str]) -> str:

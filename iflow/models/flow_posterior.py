@@ -39,7 +39,7 @@ class FlowPosterior(nn.Module):
         bins: spline bins; ``tail_bound``: the spline's interval [-B, B] in units of the Gaussian's scale.
     """
 
-    def __init__(self, latent_dim: int, x_dim: int, hidden: int = 64, depth: int = 4, bins: int = 8,
+    def __init__(self, latent_dim: int, x_dim: int, hidden: int = 64, depth: int = 2, bins: int = 8,
                  tail_bound: float = 4.0):  # fmt: skip
         super().__init__()
         if latent_dim < 2:

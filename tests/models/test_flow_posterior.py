@@ -160,7 +160,7 @@ def test_weighted_objective_with_unit_weights_is_the_elbo():
 
 def test_weighted_objective_reaches_the_loss():
     """With a Laplace prior both KLs are the same one-draw estimate, so unit weights give the ELBO's loss exactly."""
-    config = ModelConfig(model="ivae", prior="laplace", dim=3, latent_dim=2, hidden=16, depth=1,
+    config = ModelConfig(model="ivae", prior="laplace", dim=3, latent_dim=2, hidden=16, depth=1, train_samples=1,
                          aux=AuxSpec("labels", n_labels=3))  # fmt: skip
     x, u = torch.randn(32, 3), torch.arange(32) % 3
     losses = []
