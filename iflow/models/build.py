@@ -22,8 +22,8 @@ from ..networks import mlp
 from ..priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
 from ..protocols import Model
 from .decoders import OBSERVATIONS, build_observation
-from .identifiable_flow import IdentifiableFlow
 from .flow_posterior import FlowPosterior
+from .identifiable_flow import IdentifiableFlow
 from .vae import VAE, GaussianEncoder
 
 
