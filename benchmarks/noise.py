@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/noise.py --seeds 1 2 3                  # benchmarks/noise.md, .png, .csv
     OMP_NUM_THREADS=1 python benchmarks/noise.py --models iflow ivae --noise 0 0.1 --seeds 1   # a subset
     OMP_NUM_THREADS=1 python benchmarks/noise.py --quick --out /tmp/noise                   # a smoke run
+    OMP_NUM_THREADS=1 python benchmarks/noise.py --set per_segment=250 test_per_segment=50   # smaller data
 
 Rows are cached in ``benchmarks/<experiment>_rows.json`` (one per setting and seed), so an interrupted
 run resumes and a subset adds to the rest; ``--fresh`` discards the cache. Each row is one model
@@ -38,6 +39,13 @@ def main(experiment: str = "noise") -> None:
     parser.add_argument("--noise", nargs="+", type=float, default=None, help="only these noise sds")
     parser.add_argument("--settings", nargs="+", default=None, help="only these settings (by name)")
     parser.add_argument("--quick", action="store_true", help="the experiment's quick settings (not cached)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override settings' values, e.g. per_segment=250 (JSON values)",
+    )
     parser.add_argument("--jobs", type=int, default=1)
     parser.add_argument("--fresh", action="store_true", help="discard cached rows")
     parser.add_argument("--out", type=Path, default=HERE, help="where the report goes (default benchmarks/)")
@@ -45,7 +53,9 @@ def main(experiment: str = "noise") -> None:
     module = importlib.import_module(f"iflow.experiments.{experiment}")
     cache = HERE / f"{experiment}_rows.json"
     done = {} if args.fresh or args.quick or not cache.exists() else json.loads(cache.read_text())
-    todo = [(s, seed) for s in module.settings(args.quick) if wanted(s, args) for seed in args.seeds]
+    overrides = {key: json.loads(value) for key, value in (item.split("=", 1) for item in args.set)}
+    settings = [{**s, **overrides} for s in module.settings(args.quick) if wanted(s, args)]
+    todo = [(s, seed) for s in settings for seed in args.seeds]
     todo = [(s, seed) for s, seed in todo if row_key(s, seed) not in done]
     if args.jobs > 1:
         from joblib import Parallel, delayed
