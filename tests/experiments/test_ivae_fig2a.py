@@ -16,6 +16,9 @@ def test_shared_mixing_reuses_the_first_matrix_and_adds_noise_sd_01():
     plain = generate(SyntheticConfig(seed=1, centered=True, noise=0.1, segments=10, per_segment=500))
     np.testing.assert_array_equal(fresh.x, plain.x)
     assert not np.allclose(fresh.weights[1], fresh.weights[0])
+    clean = ivae_fig2a.shared_mixing_data(seed=1, segments=10, per_segment=500, noise=0.0)
+    np.testing.assert_allclose(clean.x, mix(clean.s.astype(np.float64), clean.weights), rtol=1e-5, atol=1e-5)
+    assert ivae_fig2a.ceiling(clean, 0.0, seed=1) == 1.0
 
 
 def test_settings_name_known_ingredients_and_the_paper_row_is_published():
