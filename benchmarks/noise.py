@@ -32,6 +32,13 @@ def wanted(setting: dict, args: argparse.Namespace) -> bool:
     )
 
 
+def save_rows(cache: Path, rows: dict) -> dict:
+    """Add ``rows`` to the cache file (re-read first, so runs of other subsets at once keep theirs); the union."""
+    union = {**(json.loads(cache.read_text()) if cache.exists() else {}), **rows}
+    cache.write_text(json.dumps(union, indent=1) + "\n")
+    return union
+
+
 def main(experiment: str = "noise") -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1])
@@ -68,11 +75,11 @@ def main(experiment: str = "noise") -> None:
             print(json.dumps(rows[-1]), flush=True)
             done[row_key(setting, seed)] = rows[-1]
             if not args.quick:
-                cache.write_text(json.dumps(done, indent=1) + "\n")
+                save_rows(cache, done)
     for (setting, seed), row in zip(todo, rows):
         done[row_key(setting, seed)] = row
     if not args.quick:
-        cache.write_text(json.dumps(done, indent=1) + "\n")
+        done = save_rows(cache, done)
     args.out.mkdir(parents=True, exist_ok=True)
     module.report(list(done.values()) if not args.quick else rows, args.out)
     print(f"wrote the {experiment} report into {args.out}")
