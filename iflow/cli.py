@@ -147,7 +147,8 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
 MODEL_DEFAULTS = ModelConfig()  # one source of truth for the defaults: the dataclasses
 TRAIN_DEFAULTS = TrainConfig()
 MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_bound", "latent_dim", "obs", "noise_var",
-                 "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica")  # fmt: skip
+                 "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica",
+                 "posterior", "posterior_depth", "objective_weights")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
                  "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit")  # fmt: skip
 PER_TASK = "default: per task, see README"
@@ -183,13 +184,20 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     vae.add_argument("--iw-samples", type=positive_int, default=None,
                      help=f"K of the importance-weighted log-likelihood bound (default {d.iw_samples})")
     vae.add_argument("--train-samples", type=positive_int, default=None,
-                     help="K of the training objective: 1 the ELBO (default), K > 1 the importance-weighted bound "
-                     "(IWAE; needs beta 1 and no annealing)")
+                     help="K of the training objective: 1 the ELBO, K > 1 the importance-weighted bound (IWAE; needs "
+                     "beta 1 and no annealing); default 8 for ivae and vae with beta 1, else 1")
     vae.add_argument("--encoder", default=None,
                      help="posterior q(z | x, u): mlp (default; u added at the first layer) or product "
                      "(a Gaussian q(z | x) times the prior p(z | u), normalised; Gaussian priors only)")
     p.add_argument("--tcl-ica", action="store_true", default=None,
                    help="tcl: FastICA of the features after training (the TCL paper's last step)")
+    vae.add_argument("--posterior", default=None,
+                     help="q's family: gaussian (default) or flow (conditional spline couplings on the Gaussian)")
+    vae.add_argument("--posterior-depth", type=positive_int, default=None,
+                     help=f"coupling layers of the flow posterior (default {d.posterior_depth})")
+    vae.add_argument("--objective-weights", type=float, nargs=4, default=None, metavar=("A", "B", "C", "D"),
+                     help="the iVAE code's re-weighted ELBO: reconstruction, mutual information, total correlation, "
+                     "dimension-wise KL (its Fig. 2a run: 100 1 0 10)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:

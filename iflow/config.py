@@ -11,6 +11,7 @@ FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
 ENCODERS = ("mlp", "product")
+POSTERIORS = ("gaussian", "flow")
 SCHEDULES = ("cosine", "plateau", "constant")
 TASKS = ("recovery", "density", "image")
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (numpy's legacy seeding; restarts add their index to it in torch)
@@ -39,9 +40,12 @@ class ModelConfig:
     beta: float | None = None  # KL weight (TC weight for tcvae); None: the model's default
     anneal_steps: int = 0  # KL weight rises from 0 to 1 over this many steps
     iw_samples: int = 100  # K of the importance-weighted log-likelihood bound
-    train_samples: int = 1  # K of the training objective: 1 the ELBO, K > 1 the importance-weighted bound
+    train_samples: int | None = None  # K of the objective: 1 the ELBO, K > 1 the IW bound; None: the model's default
     encoder: str = "mlp"  # q(z | x, u): "mlp" (u added at the first layer) or "product" (q(z | x) times p(z | u))
     tcl_ica: bool = False  # TCL: FastICA of the features after training (the TCL paper's last step)
+    posterior: str = "gaussian"  # q's family: "gaussian", or "flow" (spline couplings bending the Gaussian)
+    posterior_depth: int = 2  # coupling layers of the flow posterior
+    objective_weights: list[float] | None = None  # (a, b, c, d) of the iVAE code's re-weighted ELBO; None: the ELBO
 
     def flow_options(self) -> dict:
         """The flow options set here (the builder's defaults apply to the rest)."""

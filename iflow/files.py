@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import math
 import os
@@ -74,3 +76,12 @@ def _finite(obj: object) -> object:
     if isinstance(obj, (list, tuple)):
         return [_finite(value) for value in obj]
     return obj
+
+
+def save_csv(path: Path, rows: list[dict]) -> None:
+    """Rows as a CSV file with a header (the union of their keys, in the order first seen), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, lambda f: f.write(buffer.getvalue().encode()))

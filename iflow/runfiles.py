@@ -37,6 +37,9 @@ def fits_type(value: object, hint: object) -> bool:
     if typing.get_origin(hint) is tuple:
         items = typing.get_args(hint)
         return isinstance(value, (list, tuple)) and len(value) == len(items) and all(map(fits_type, value, items))
+    if typing.get_origin(hint) is list:
+        (item,) = typing.get_args(hint)
+        return isinstance(value, list) and all(fits_type(v, item) for v in value)
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint is int:

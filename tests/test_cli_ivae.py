@@ -137,3 +137,26 @@ def test_product_encoder_round_trip(noisy_data, tmp_path, capsys):
     assert main(argv[:-1] + [str(bad), "--prior", "laplace"]) == 2
     assert "iflow: error: --encoder product multiplies by a Gaussian prior" in capsys.readouterr().err
     assert not bad.exists()
+
+
+def test_flow_posterior_and_objective_weights_through_the_command_line(noisy_data, tmp_path, capsys):
+    out = tmp_path / "flow"
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--posterior", "flow", "--posterior-depth", "1",
+            "--epochs", "1", "--batch-size", "64", "--hidden", "16", "--depth", "1", "--iw-samples", "4",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    recorded = json.loads((out / "config.json").read_text())["model"]
+    assert recorded["posterior"] == "flow" and recorded["posterior_depth"] == 1
+    assert len(load_run(out).model.posterior_flow.transform._transforms) == 1
+    weighted = tmp_path / "weighted"
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--objective-weights", "100", "1", "0", "10",
+            "--epochs", "1", "--batch-size", "64", "--hidden", "16", "--depth", "1", "--out", str(weighted)]  # fmt: skip
+    assert main(argv) == 0
+    assert load_run(weighted).model.objective_weights == (100.0, 1.0, 0.0, 10.0)
+    capsys.readouterr()
+    bad = tmp_path / "bad"
+    assert main(argv[:-1] + [str(bad), "--train-samples", "4"]) == 2
+    assert "iflow: error: --objective-weights re-weights the ELBO" in capsys.readouterr().err
+    assert main(argv[:-1] + [str(bad), "--model", "tcvae", "--posterior", "flow"]) == 2
+    assert "iflow: error: --posterior flow has no total-correlation term" in capsys.readouterr().err
+    assert not bad.exists()

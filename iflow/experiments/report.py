@@ -8,15 +8,13 @@ overlaid, and a markdown table with the published number beside ours and its pro
 
 from __future__ import annotations
 
-import csv
-import io
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from ..files import atomic_write
+from ..files import atomic_write, save_csv
 
 LABELS = {
     "iflow": "identifiable flow", "flow": "unconditional flow", "ivae": "iVAE", "vae": "VAE",
@@ -43,13 +41,7 @@ def flatten(row: dict, prefix: str = "") -> dict:
 
 def write_csv(rows: list[dict], path: Path) -> None:
     """One line per row, columns the union of the rows' scalar fields, atomically."""
-    flat = [flatten(row) for row in rows]
-    columns = sorted({key for row in flat for key in row})
-    text = io.StringIO()
-    writer = csv.DictWriter(text, columns)
-    writer.writeheader()
-    writer.writerows(flat)
-    atomic_write(path, lambda f: f.write(text.getvalue().encode()))
+    save_csv(path, [flatten(row) for row in rows])
 
 
 def write_text(path: Path, text: str) -> None:

@@ -116,16 +116,22 @@ def alternating_mask(dim: int, parity: int) -> Tensor:
 
 
 def residual_net_factory(
-    hidden: int, blocks: int = 2, identity_bias: Callable[[int], Tensor] | None = None
+    hidden: int,
+    blocks: int = 2,
+    identity_bias: Callable[[int], Tensor] | None = None,
+    context_features: int | None = None,
 ) -> Callable[[int, int], nn.Module]:
     """Conditioner networks for coupling layers, with a zero output weight.
 
     The output bias is ``identity_bias(out_features)`` (zeros by default), chosen
-    so that the coupling layer starts as the identity map.
+    so that the coupling layer starts as the identity map. With ``context_features``
+    the networks also read a context ``(batch, context_features)`` (conditional flows).
     """
 
     def create(in_features: int, out_features: int) -> nn.Module:
-        net = ResidualNet(in_features, out_features, hidden_features=hidden, num_blocks=blocks)
+        net = ResidualNet(
+            in_features, out_features, hidden_features=hidden, context_features=context_features, num_blocks=blocks
+        )
         with torch.no_grad():
             net.final_layer.weight.zero_()
             net.final_layer.bias.copy_(identity_bias(out_features) if identity_bias else torch.zeros(out_features))

@@ -33,6 +33,7 @@ from ..networks import mlp
 from ..priors import LOG_2PI
 from ..protocols import ConditionalPrior
 from ..runtime import batched
+from .flow_posterior import FlowPosterior
 
 LOG_VAR_RANGE = (-12.0, 8.0)  # keeps exp(log_var) finite early in training
 INITIAL_LOG_VAR = -6.0  # posteriors start narrow, so early decoders see informative z (less collapse)
@@ -95,18 +96,42 @@ def gaussian_product(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tenso
     return (mean_a * var_b + mean_b * var_a) / total, var_a * var_b / total
 
 
-def total_correlation(z: Tensor, mean: Tensor, var: Tensor) -> Tensor:
-    """Minibatch-weighted-sampling estimate of TC = KL(q(z) || prod_k q(z_k)) per sample (Chen et al. 2018).
+def aggregate_log_densities(z: Tensor, mean: Tensor, var: Tensor) -> tuple[Tensor, Tensor]:
+    """Minibatch-weighted-sampling estimates (Chen et al. 2018) of log q(z_i) and of sum_k log q(z_ik),
+    q(z) being the aggregate posterior, per sample: each ``(M,)``.
 
     log q(z_i) ~ logsumexp_j log q(z_i | x_j) - log(N M), likewise per component.
-    The data-set size N only adds the constant (n - 1) log(N M), which has no
-    gradient; we take N = M, so the value is shifted, the gradient is not.
+    The data-set size N only adds constants, which have no gradient; we take N = M,
+    so the values are shifted, their gradients are not.
     """
     log_q = normal_log_prob(z.unsqueeze(1), mean.unsqueeze(0), var.unsqueeze(0))  # (M, M, n)
     log_norm = 2 * math.log(z.shape[0])
-    log_joint = torch.logsumexp(log_q.sum(-1), dim=1) - log_norm
-    log_marginals = (torch.logsumexp(log_q, dim=1) - log_norm).sum(-1)
+    return torch.logsumexp(log_q.sum(-1), dim=1) - log_norm, (torch.logsumexp(log_q, dim=1) - log_norm).sum(-1)
+
+
+def total_correlation(z: Tensor, mean: Tensor, var: Tensor) -> Tensor:
+    """TC = KL(q(z) || prod_k q(z_k)) per sample, from :func:`aggregate_log_densities` (shifted by a constant)."""
+    log_joint, log_marginals = aggregate_log_densities(z, mean, var)
     return log_joint - log_marginals
+
+
+def weighted_elbo(
+    log_px: Tensor, log_q: Tensor, log_prior: Tensor, z: Tensor, mean: Tensor, var: Tensor,
+    weights: tuple[float, float, float, float],
+) -> Tensor:  # fmt: skip
+    """The ELBO's terms re-weighted as in the iVAE authors' code, per sample ``(M,)``:
+
+        a log p(x | z) - b [log q(z | x, u) - log q(z)] - c [log q(z) - sum_k log q(z_k)]
+                       - d [sum_k log q(z_k) - log p(z | u)]
+
+    (reconstruction, index-code mutual information, total correlation, dimension-wise KL;
+    ``weights`` = (a, b, c, d), all 1 the one-sample ELBO). ``log_px, log_q, log_prior: (M,)`` at
+    the draw ``z: (M, n)`` of the Gaussian q with ``mean, var: (M, n)``.
+    """
+    a, b, c, d = weights
+    log_joint, log_marginals = aggregate_log_densities(z, mean, var)
+    mutual_information, tc, dimension_kl = log_q - log_joint, log_joint - log_marginals, log_marginals - log_prior
+    return a * log_px - b * mutual_information - c * tc - d * dimension_kl
 
 
 class VAE(nn.Module):
@@ -132,10 +157,13 @@ class VAE(nn.Module):
             maximiser over the prior: with one factor variance v, its fixed point is a
             prior variance of Var(m) - v per label (m: the factor means), and 0 (the
             posterior collapses onto the prior) where v exceeds that spread.
+        posterior_flow: a conditional flow bending the Gaussian q (:mod:`iflow.models.flow_posterior`);
+            its KL is a one-sample Monte-Carlo estimate. None: q is the Gaussian.
+        objective_weights: (a, b, c, d) of :func:`weighted_elbo`, the iVAE authors' re-weighted
+            objective, in place of the ELBO (Gaussian q, train_samples 1, no TC); None: the ELBO.
     """
 
     sample_kind = "decoder mean E[x | z] at prior draws z ~ p(z | u)"
-    encode_kind = "posterior mean E[z | x, u]"
 
     def __init__(
         self,
@@ -149,6 +177,8 @@ class VAE(nn.Module):
         iw_samples: int = 100,
         train_samples: int = 1,
         product_posterior: bool = False,
+        posterior_flow: FlowPosterior | None = None,
+        objective_weights: tuple[float, float, float, float] | None = None,
     ):
         super().__init__()
         self.encoder = encoder
@@ -164,8 +194,20 @@ class VAE(nn.Module):
             raise ValueError("the importance-weighted objective (train_samples > 1) needs beta 1, no TC and no annealing")
         if product_posterior and not prior.family.gaussian:
             raise ValueError(f"a product posterior needs a Gaussian prior, not {prior.family.name!r}")
+        if posterior_flow is not None and (tc or objective_weights is not None):
+            raise ValueError("the total-correlation terms need a Gaussian posterior, not a flow posterior")
+        if objective_weights is not None and (train_samples > 1 or tc):
+            raise ValueError("objective weights replace the ELBO: they need train_samples 1 and no TC")
         self.product_posterior = product_posterior
+        self.posterior_flow = posterior_flow
+        self.objective_weights = objective_weights
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    @property
+    def encode_kind(self) -> str:
+        if self.posterior_flow is None:
+            return "posterior mean E[z | x, u]"
+        return "the flow posterior's z at the centre of its Gaussian noise (eps = 0)"
 
     @property
     def likelihood(self) -> str:
@@ -179,18 +221,29 @@ class VAE(nn.Module):
             return gaussian_product(mean, var, *prior_moments(self.prior, u))
         return mean, var
 
-    def kl(self, mean: Tensor, var: Tensor, z: Tensor, u: Tensor) -> Tensor:
-        """KL(q(z | x, u) || p(z | u)) per sample: analytic for Gaussian priors, else one-sample MC at ``z``."""
+    def draw(self, x: Tensor, mean: Tensor, var: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """z ~ q(z | x, u) from standard-normal ``eps: (..., batch, n)`` and log q(z | x, u):
+        ``(..., batch, n)``, ``(..., batch)``; q has the Gaussian's ``mean, var`` (bent by the flow, if any)."""
+        if self.posterior_flow is not None:
+            return self.posterior_flow(x, mean, var, eps)
+        z = mean + var.sqrt() * eps
+        return z, normal_log_prob(z, mean, var).sum(-1)
+
+    def kl(self, mean: Tensor, var: Tensor, z: Tensor, u: Tensor, log_q: Tensor | None = None) -> Tensor:
+        """KL(q(z | x, u) || p(z | u)) per sample: analytic for a Gaussian q and prior, else one-sample MC
+        at the draw ``z`` with density ``log_q`` (default: that of the Gaussian ``mean, var``)."""
         moments = prior_moments(self.prior, u)
-        if moments is not None:
+        if moments is not None and self.posterior_flow is None:
             return gaussian_kl(mean, var, *moments)
-        return normal_log_prob(z, mean, var).sum(-1) - self.prior(u).log_prob(z)
+        if log_q is None:
+            log_q = normal_log_prob(z, mean, var).sum(-1)
+        return log_q - self.prior(u).log_prob(z)
 
     def elbo(self, x: Tensor, u: Tensor) -> Tensor:
         """One-sample ELBO per sample: ``(batch,)``."""
         mean, var = self.posterior(x, u)
-        z = mean + var.sqrt() * torch.randn_like(mean)
-        return self.observation.log_prob(x, self.decoder(z)) - self.kl(mean, var, z, u)
+        z, log_q = self.draw(x, mean, var, torch.randn_like(mean))
+        return self.observation.log_prob(x, self.decoder(z)) - self.kl(mean, var, z, u, log_q)
 
     def kl_weight(self) -> float:
         """Annealing factor in [0, 1]; advances one step per training call of :meth:`loss`."""
@@ -206,9 +259,12 @@ class VAE(nn.Module):
         if self.train_samples > 1:
             return -self.iw_bound(x, u, self.train_samples).mean()
         mean, var = self.posterior(x, u)
-        z = mean + var.sqrt() * torch.randn_like(mean)
+        z, log_q = self.draw(x, mean, var, torch.randn_like(mean))
         reconstruction = self.observation.log_prob(x, self.decoder(z))
-        kl = self.kl(mean, var, z, u)
+        if self.objective_weights is not None:
+            log_prior = self.prior(u).log_prob(z)
+            return -weighted_elbo(reconstruction, log_q, log_prior, z, mean, var, self.objective_weights).mean()
+        kl = self.kl(mean, var, z, u, log_q)
         weight = self.kl_weight()
         if self.tc:
             penalty = weight * kl + (self.beta - 1) * total_correlation(z, mean, var)
@@ -223,8 +279,7 @@ class VAE(nn.Module):
         out = []
         for start in range(0, samples, IW_CHUNK):
             k = min(IW_CHUNK, samples - start)
-            z = mean + var.sqrt() * torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device)
-            log_q = normal_log_prob(z, mean, var).sum(-1)
+            z, log_q = self.draw(x, mean, var, torch.randn((k, *mean.shape), dtype=mean.dtype, device=mean.device))
             out.append(self.observation.log_prob(x, self.decoder(z)) + prior.log_prob(z) - log_q)
         return torch.cat(out)
 
@@ -242,11 +297,17 @@ class VAE(nn.Module):
         Their per-label means give the prior that maximises the ELBO (the M-step,
         :meth:`~iflow.priors.ConditionalExpFamilyPrior.fit_label_stats`).
         """
-        return self.prior.family.gaussian_expected_stats(*self.posterior(x, u))
+        mean, var = self.posterior(x, u)
+        if self.posterior_flow is not None:  # moments of the flow posterior (Monte Carlo), as if Gaussian
+            mean, var = self.posterior_flow.moments(x, mean, var)
+        return self.prior.family.gaussian_expected_stats(mean, var)
 
     def encode(self, x: Tensor, u: Tensor) -> Tensor:
-        """Posterior mean E_q[z | x, u]: ``(batch, n)``."""
-        return self.posterior(x, u)[0]
+        """Posterior mean E_q[z | x, u], or with a flow posterior its z at eps = 0: ``(batch, n)``."""
+        mean, var = self.posterior(x, u)
+        if self.posterior_flow is not None:
+            return self.posterior_flow.centre(x, mean, var)
+        return mean
 
     def decode(self, z: Tensor) -> Tensor:
         """Mean of p(x | z): ``(batch, d)``."""

@@ -89,6 +89,9 @@ def test_knee_is_where_the_bound_stops_rising():
     assert knee([5, 10, 15, 20, 25], [-50.0, -30.0, -10.0, -9.5, -9.4]) == 15
 
 
+OWN_SCHEMA = {"noise", "ivae-fig2a"}  # experiments whose settings name their own model variants, not common's
+
+
 def test_every_registered_experiment_has_the_interface_and_quick_settings():
     names = available()
     assert set(names) >= set(EXPERIMENTS) - {"noise", "ivae-fig2a"}
@@ -97,7 +100,8 @@ def test_every_registered_experiment_has_the_interface_and_quick_settings():
         assert module.DESCRIPTION and callable(module.run) and callable(module.report)
         for setting in module.settings(quick=True):
             json.dumps(setting)
-            common.check(setting)
+            if name not in OWN_SCHEMA:
+                common.check(setting)
     with pytest.raises(UserError, match="unknown experiment"):
         experiment("nope")
 

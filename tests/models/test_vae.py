@@ -428,3 +428,21 @@ def test_vae_m_step_maximises_the_elbo_over_the_prior(family):
             means_only.load_state_dict(model.state_dict())
             means_only.prior.fit_labels(model.encode(x, u), u)
             assert prior_term(means_only, x, u) < best - 1.0
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"model": "ivae"}, 8),
+        ({"model": "vae"}, 8),
+        ({"model": "ivae", "train_samples": 1}, 1),
+        ({"model": "ivae", "beta": 4.0}, 1),
+        ({"model": "ivae", "anneal_steps": 100}, 1),
+        ({"model": "ivae", "objective_weights": [100.0, 1.0, 0.0, 10.0]}, 1),
+        ({"model": "betavae"}, 1),
+        ({"model": "tcvae"}, 1),
+    ],
+)
+def test_the_vae_family_trains_the_importance_weighted_bound_by_default_where_it_applies(options, expected):
+    config = ModelConfig(dim=3, aux=AuxSpec("labels", n_labels=3), latent_dim=3, **options)
+    assert build_model(config).train_samples == expected
