@@ -1,9 +1,13 @@
 """scikit-learn estimators: the identifiable flow and the iVAE as ``fit`` / ``transform`` / ``score``.
 
+    >>> from iflow.data.synthetic import SyntheticConfig, generate
     >>> from iflow.estimator import IdentifiableFlowICA
-    >>> ica = IdentifiableFlowICA(epochs=2, random_state=0).fit(X, u)   # doctest: +SKIP
-    >>> z = ica.transform(X)                                            # (n, d) recovered sources
-    >>> ica.score(X_test, u_test)                                       # mean log p(x | u), nats/sample
+    >>> data = generate(SyntheticConfig(sources=3, segments=10, per_segment=200, layers=2))
+    >>> ica = IdentifiableFlowICA(epochs=2, random_state=0).fit(data.x, data.u)
+    >>> ica.transform(data.x).shape        # the recovered sources
+    (2000, 3)
+    >>> ica.sample(5, u=3).shape           # draws from p(x | u = 3)
+    (5, 3)
 
 The auxiliary variable u goes where scikit-learn puts ``y`` (so ``Pipeline.fit(X, u)`` and
 ``GridSearchCV.fit(X, u)`` pass it on): integer labels ``(n,)`` or floats ``(n, m)``. Without u

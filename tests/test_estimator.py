@@ -1,5 +1,6 @@
 """The scikit-learn estimators: conventions (estimator checks, clone, Pipeline, GridSearchCV) and behaviour."""
 
+import doctest
 import math
 import pickle
 import warnings
@@ -12,6 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+import iflow.estimator
 from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.estimator import IVAEICA, IdentifiableFlowICA
 from iflow.metrics import mcc
@@ -169,3 +171,7 @@ def test_bad_u_is_a_value_error(synthetic):
         IdentifiableFlowICA(epochs=1).fit(x, np.zeros(50, dtype=int))
     with pytest.raises(ValueError, match="negative labels"):
         IdentifiableFlowICA(epochs=1).fit(x, -np.ones(100, dtype=int))
+
+
+def test_module_example_runs():
+    assert doctest.testmod(iflow.estimator).failed == 0
