@@ -219,7 +219,9 @@ class IVAEICA(_RunEstimator):
     importance-weighted lower bound on log p(x | u) with ``iw_samples`` draws, ``sample`` the decoder
     mean at prior draws. Parameters are those of ``iflow train --model ivae``; ``n_components`` is the
     latent dimension (None: the number of features). ``train_samples`` > 1 trains the
-    importance-weighted bound instead of the ELBO.
+    importance-weighted bound instead of the ELBO. In a ``Pipeline``, u reaches ``transform`` by
+    scikit-learn's metadata routing: with ``sklearn.set_config(enable_metadata_routing=True)`` and
+    ``IVAEICA(...).set_transform_request(u=True)``, ``pipe.transform(X, u=u)``.
 
     Fitted attributes: ``run_`` (:class:`iflow.runs.Run`), ``history_``, ``best_epoch_``,
     ``n_components_``, ``n_features_in_``.

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import sklearn
 from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, KFold
 from sklearn.pipeline import make_pipeline
@@ -175,3 +176,13 @@ def test_bad_u_is_a_value_error(synthetic):
 
 def test_module_example_runs():
     assert doctest.testmod(iflow.estimator).failed == 0
+
+
+def test_ivae_in_a_pipeline_gets_u_by_metadata_routing(synthetic):
+    x, u = synthetic.x[:600], synthetic.u[:600]
+    with sklearn.config_context(enable_metadata_routing=True):
+        ivae = IVAEICA(epochs=1, batch_size=64, random_state=0).set_transform_request(u=True)
+        pipe = make_pipeline(StandardScaler(), ivae).fit(x, u)
+        z = pipe.transform(x, u=u)
+    np.testing.assert_array_equal(z, pipe[-1].transform(pipe[0].transform(x), u))
+    assert z.shape == (600, 3)
