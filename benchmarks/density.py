@@ -24,7 +24,8 @@ from sklearn.mixture import GaussianMixture
 
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.builtin import load_data
-from iflow.data.dequantization import bits_per_dim, dequantized
+from iflow.data.dequantization import dequantized
+from iflow.metrics import bits_per_dim
 from iflow.data.digits import LEVELS
 from iflow.runs import evaluate, train
 

@@ -128,13 +128,14 @@ def train_one(data, model_options: dict, train_options: dict, train_seed: int = 
     """Train with the defaults changed by the options; score on all rows and on the held-out rows."""
     from iflow.config import ModelConfig, TrainConfig
     from iflow.data.dataset import split_indices
-    from iflow.runs import evaluate, train
+    from iflow.runs import evaluate, plan_run
+    from iflow.workflow import train_and_evaluate
 
     config = TrainConfig(seed=train_seed, **train_options)
     cpu_start = time.process_time()  # CPU seconds: what wall time would be on an idle core
-    run, result = train(data, ModelConfig(**model_options), config, progress=False)
+    outcome = train_and_evaluate(plan_run(data, ModelConfig(**model_options), config), progress=False)
     cpu_seconds = time.process_time() - cpu_start
-    metrics = evaluate(run, data)
+    run, result, metrics = outcome.run, outcome.result, outcome.metrics
     _, val = split_indices(
         len(data), config.val_fraction, config.seed if config.split_seed is None else config.split_seed
     )

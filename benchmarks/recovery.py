@@ -28,8 +28,8 @@ import torch
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
 from iflow.metrics import mcc
-from iflow.runs import evaluate, train
-from iflow.selection import train_with_restarts
+from iflow.runs import plan_run
+from iflow.workflow import train_and_evaluate
 from iflow.data.synthetic import SyntheticConfig, generate
 
 GENERATORS = {  # name: SyntheticConfig options (all else as `iflow data synthetic` defaults)
@@ -67,17 +67,15 @@ def run_one(model: str, seed: int, generator: str = "xtanh", long: bool = False,
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"seed {seed}")
     cpu, children, wall = time.process_time(), children_cpu_seconds(), time.perf_counter()
     config = TrainConfig(epochs=LONG_EPOCHS) if long else TrainConfig()
-    if restarts > 1:
-        run, result, candidates = train_with_restarts(data, ModelConfig(model=model), config, restarts, False, jobs=restarts)
-    else:
-        (run, result), candidates = train(data, ModelConfig(model=model), config, progress=False), []
+    plan = plan_run(data, ModelConfig(model=model), config)
+    outcome = train_and_evaluate(plan, restarts=restarts, jobs=restarts, progress=False)
     cpu = time.process_time() - cpu + children_cpu_seconds() - children
     wall = time.perf_counter() - wall
-    metrics = evaluate(run, data)
+    metrics, result = outcome.metrics, outcome.result
     return {"mcc": metrics["mcc"], "gap": metrics["gap"], "log_likelihood": metrics["log_likelihood"],
             "x_mcc": mcc(data.x, data.s).mcc, "cpu_seconds": cpu / restarts, "wall_seconds": wall,
             "best_epoch": result.best_epoch, "epochs": len(result.history),
-            "restarts": [c.as_dict() for c in candidates]}  # fmt: skip
+            "restarts": [c.as_dict() for c in outcome.restarts]}  # fmt: skip
 
 
 def children_cpu_seconds() -> float:

@@ -18,8 +18,9 @@ import torch
 from nflows.transforms import CompositeTransform, PiecewiseRationalQuadraticCouplingTransform
 from torch import Tensor, nn
 
-from iflow.flows.build import FLOWS, build_flow
+from iflow.flows.build import FLOWS, build_flow, options_for
 from iflow.models.identifiable_flow import IdentifiableFlow
+from iflow.models.sampling import sample
 from iflow.priors import ConditionalExpFamilyPrior
 from iflow.flows.splines import RationalQuadraticCoupling
 
@@ -100,7 +101,7 @@ def train_rate(model: nn.Module, x: Tensor, u: Tensor, steps: int) -> float:
 def sample_rate(model: nn.Module, u: Tensor, steps: int) -> float:
     start = time.perf_counter()
     for _ in range(steps):
-        model.sample(u.shape[0], u)
+        sample(model, u.shape[0], u)
     return steps * u.shape[0] / (time.perf_counter() - start)
 
 
@@ -110,7 +111,7 @@ def measure(args: argparse.Namespace, batch: int) -> None:
     u = torch.randint(0, 40, (batch,))
     models: dict[str, nn.Module] = {"reference (pure torch RealNVP)": ReferenceRealNVP(args.dim, args.depth, args.hidden, 40)}
     for name in FLOWS:
-        flow = build_flow(name, args.dim, depth=args.depth, hidden=args.hidden)
+        flow = build_flow(name, args.dim, **options_for(name, {"depth": args.depth, "hidden": args.hidden}))
         models[f"iflow {name}"] = IdentifiableFlow(flow, ConditionalExpFamilyPrior(args.dim, "gauss", n_labels=40))
     spline = models["iflow spline"]
     models[NFLOWS_SPLINE] = IdentifiableFlow(with_nflows_coupling(spline.flow), copy.deepcopy(spline.prior))

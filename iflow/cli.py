@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
-import os
 import sys
-import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
-from .config import TrainConfig  # dataclasses and numpy only: keeps --help instant (no torch)
+from .config import LINEAR_FITS, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
 
-DEFAULT_THREADS = 1
 DATA_HELP = (
     "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s), "
     "or a .csv of floats (no header)"
@@ -73,7 +71,8 @@ def fraction(text: str) -> float:
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    p.add_argument("--threads", type=positive_int, default=DEFAULT_THREADS, help="torch CPU threads (default 1)")
+    p.add_argument("--threads", type=positive_int, default=TrainConfig().threads,
+                   help="torch CPU threads (default %(default)s)")
 
 
 def add_synthetic_options(p: argparse.ArgumentParser) -> None:
@@ -98,49 +97,65 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
 
 
+MODEL_DEFAULTS = ModelConfig()  # one source of truth for the defaults: the dataclasses
+TRAIN_DEFAULTS = TrainConfig()
+MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_bound", "latent_dim", "obs", "noise_var",
+                 "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder")  # fmt: skip
+TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
+                 "prior_fit", "linear_fit")  # fmt: skip
+
+
 def add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="iflow",
+    """Model options default to None ("not given"): the config's default applies, and an option
+    given to a model that does not read it is an error."""
+    d = MODEL_DEFAULTS
+    p.add_argument("--model", default=None,
                    help="iflow (default), flow (unconditional baseline), ivae, or the baselines vae, betavae, tcvae")
-    p.add_argument("--flow", default="spline", help="realnvp, glow, spline (default) or mlp")
-    p.add_argument("--prior", default="gauss", help="gauss (default), gauss-var or laplace")
-    p.add_argument("--depth", type=positive_int, default=None, help="flow depth (default: the flow's own)")
-    p.add_argument("--hidden", type=positive_int, default=64, help="hidden units of coupling networks (default 64)")
-    p.add_argument("--bins", type=positive_int, default=8, help="spline bins (default 8)")
-    p.add_argument("--tail-bound", type=positive_float, default=4.0, help="spline interval [-B, B] (default 4)")
-    vae = p.add_argument_group("VAE family (ivae, vae, betavae, tcvae); --depth: hidden layers (default 3)")
-    vae.add_argument("--latent-dim", type=positive_int, default=0, help="latents n <= d (default: d)")
-    vae.add_argument("--obs", default="gaussian", help="decoder p(x | z): gaussian (default), bernoulli or poisson")
-    vae.add_argument("--noise-var", type=positive_float, default=0.01,
-                     help="Gaussian decoder variance, in standardised units of x (default 0.01)")
-    vae.add_argument("--learn-noise", action="store_true", help="learn the Gaussian decoder variance")
+    flow = p.add_argument_group("flows (iflow, flow)")
+    flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
+    p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace (default {d.prior})")
+    p.add_argument("--depth", type=positive_int, default=None,
+                   help="flow depth, or the VAE's hidden layers (default: the flow's own; VAE 3)")
+    p.add_argument("--hidden", type=positive_int, default=None,
+                   help="hidden units of coupling networks or of the VAE's networks (default 64)")
+    flow.add_argument("--bins", type=positive_int, default=None, help="spline bins (default: spline 8, mlp 16)")
+    flow.add_argument("--tail-bound", type=positive_float, default=None, help="spline interval [-B, B] (default 4)")
+    vae = p.add_argument_group("VAE family (ivae, vae, betavae, tcvae)")
+    vae.add_argument("--latent-dim", type=positive_int, default=None, help="latents n <= d (default: d)")
+    vae.add_argument("--obs", default=None, help="decoder p(x | z): gaussian (default), bernoulli or poisson")
+    vae.add_argument("--noise-var", type=positive_float, default=None,
+                     help=f"Gaussian decoder variance, in standardised units of x (default {d.noise_var})")
+    vae.add_argument("--learn-noise", action="store_true", default=None, help="learn the Gaussian decoder variance")
     vae.add_argument("--beta", type=nonnegative_float, default=None,
                      help="KL weight; for tcvae the total-correlation weight (default: 1, betavae 4, tcvae 6)")
-    vae.add_argument("--anneal-steps", type=nonnegative_int, default=0, help="KL weight rises 0 -> 1 over N steps (default 0)")
-    vae.add_argument("--iw-samples", type=positive_int, default=100,
-                     help="K of the importance-weighted log-likelihood bound (default 100)")
-    vae.add_argument("--train-samples", type=positive_int, default=1,
+    vae.add_argument("--anneal-steps", type=nonnegative_int, default=None,
+                     help="KL weight rises 0 -> 1 over N steps (default 0)")
+    vae.add_argument("--iw-samples", type=positive_int, default=None,
+                     help=f"K of the importance-weighted log-likelihood bound (default {d.iw_samples})")
+    vae.add_argument("--train-samples", type=positive_int, default=None,
                      help="K of the training objective: 1 the ELBO (default), K > 1 the importance-weighted bound "
                      "(IWAE; needs beta 1 and no annealing)")
-    vae.add_argument("--encoder", default="mlp",
+    vae.add_argument("--encoder", default=None,
                      help="posterior q(z | x, u): mlp (default; u added at the first layer) or product "
                      "(a Gaussian q(z | x) times the prior p(z | u), normalised; Gaussian priors only)")
 
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
-    defaults = TrainConfig()  # one source of truth for the defaults: the dataclass
-    p.add_argument("--epochs", type=positive_int, default=defaults.epochs, help="training epochs (default %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=defaults.batch_size, help="batch size (default %(default)s)")
-    p.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam learning rate (default %(default)s)")
-    p.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="Adam weight decay (default 0)")
-    p.add_argument("--val-fraction", type=fraction, default=0.1, help="held-out fraction (default 0.1)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    d = TRAIN_DEFAULTS
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, help="training epochs (default %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help="batch size (default %(default)s)")
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="Adam learning rate (default %(default)s)")
+    p.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay,
+                   help="Adam weight decay (default %(default)s)")
+    p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="held-out fraction (default %(default)s)")
+    p.add_argument("--seed", type=int, default=d.seed, help="training seed (default %(default)s)")
     p.add_argument(
-        "--prior-fit", choices=["none", "init", "epoch"], default=defaults.prior_fit,
+        "--prior-fit", choices=PRIOR_FITS, default=d.prior_fit,
         help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
         "at the start and after every epoch)",
     )  # fmt: skip
     p.add_argument(
-        "--linear-fit", choices=["auto", "epoch", "none"], default=defaults.linear_fit,
+        "--linear-fit", choices=LINEAR_FITS, default=d.linear_fit,
         help="after every epoch, refit the flow's last linear layer by L-BFGS on the likelihood with the "
         "Gaussian label prior profiled out (epoch); auto (default): whenever the flow ends in a linear "
         "layer, the prior is a Gaussian label prior and --prior-fit is epoch",
@@ -221,7 +236,7 @@ def setup_torch(args: argparse.Namespace) -> None:
     """Thread count, and the device checked before any work is done."""
     import torch
 
-    from .train.trainer import resolve_device
+    from .runtime import resolve_device
 
     torch.set_num_threads(args.threads)
     resolve_device(args.device)
@@ -251,7 +266,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
     import numpy as np
 
     from .errors import UserError
-    from .runs import save_npz
+    from .files import save_npz
     from .data.synthetic import SyntheticConfig, generate
 
     check_output_file(args.out)
@@ -273,7 +288,7 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable:
     """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
     import shutil
 
-    from .train.checkpoint import CHECKPOINT_FILE
+    from .training.checkpoint import CHECKPOINT_FILE
     from .errors import UserError
     from .files import remove_stale_temporaries
 
@@ -297,71 +312,10 @@ def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable:
     return False
 
 
-def configs_from(args: argparse.Namespace):
-    """The validated (ModelConfig, TrainConfig) the options describe."""
-    from .config import ModelConfig, TrainConfig
-
-    model_config = ModelConfig(
-        model=args.model, flow=args.flow, prior=args.prior, depth=args.depth,
-        hidden=args.hidden, bins=args.bins, tail_bound=args.tail_bound,
-        latent_dim=args.latent_dim, obs=args.obs, noise_var=args.noise_var, learn_noise=args.learn_noise,
-        beta=args.beta, anneal_steps=args.anneal_steps, iw_samples=args.iw_samples,
-        train_samples=args.train_samples, encoder=args.encoder,
-    )  # fmt: skip
-    train_config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        val_fraction=args.val_fraction, seed=args.seed, device=args.device, threads=args.threads,
-        prior_fit=args.prior_fit, linear_fit=args.linear_fit,
-    )  # fmt: skip
-    train_config.validate()
-    return model_config, train_config
-
-
-def train_and_save(args: argparse.Namespace, data, out: Path, checkpoint=None, test=None) -> dict:
-    """Train on ``data`` per the parsed options, save the run with figures, return its metrics
-    (with ``metrics["test"]`` when a held-out ``test`` set is given).
-
-    The resume ``checkpoint`` (if any) is deleted once the run is saved; with
-    ``--restarts`` the candidates are short-lived and not checkpointed.
-    """
-    from .figures import (
-        save_class_samples_figure,
-        save_density_figure,
-        save_restarts_figure,
-        save_sources_figure,
-        save_training_figure,
-    )  # fmt: skip
-    from .runs import encode_dataset, evaluate, save_run, train
-    from .selection import train_with_restarts
-
-    model_config, train_config = configs_from(args)
-    if args.restarts > 1:
-        jobs = args.jobs or min(args.restarts, os.cpu_count() or 1)
-        started = time.perf_counter()
-        run, result, restarts = train_with_restarts(data, model_config, train_config, args.restarts, jobs=jobs)
-        restarts_seconds = time.perf_counter() - started  # wall time of all restarts, parallel or not
-    else:
-        (run, result), restarts = train(data, model_config, train_config, checkpoint=checkpoint), []
-    metrics = evaluate(run, data)
-    metrics.update(best_epoch=result.best_epoch, seconds=result.seconds, data=str(args.data))
-    if restarts:
-        metrics["restarts"] = [r.as_dict() for r in restarts]
-        metrics["seconds"] = restarts_seconds
-    if test is not None:
-        metrics["test"] = evaluate(run, test)
-    save_run(run, out, result, metrics)
-    save_training_figure(result.history, out / "figures" / "training.png")
-    if restarts and data.s is not None:
-        save_restarts_figure(metrics["restarts"], out / "figures" / "restarts.png")
-    if data.dim == 2:
-        save_density_figure(run, data, out / "figures" / "density.png")
-    if data.image_shape is not None:
-        save_class_samples_figure(run, out / "figures" / "samples.png")
-    if data.s is not None:
-        save_sources_figure(data.s, encode_dataset(run, data), out / "figures" / "sources.png")
-    if checkpoint is not None:
-        checkpoint.path.unlink(missing_ok=True)
-    return metrics
+def configs_from(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """The (ModelConfig, TrainConfig) the options describe; model options not given keep their defaults."""
+    given = {name: getattr(args, name) for name in MODEL_OPTIONS if getattr(args, name) is not None}
+    return ModelConfig(**given), TrainConfig(**{name: getattr(args, name) for name in TRAIN_OPTIONS})
 
 
 def format_metrics(metrics: dict) -> str:
@@ -376,44 +330,43 @@ def format_metrics(metrics: dict) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    """Everything that can be checked is checked before the run directory is touched."""
-    from dataclasses import replace
-
-    from .models.build import build_model
-    from .train.checkpoint import CHECKPOINT_FILE, Checkpointing
-    from .data.dataset import aux_spec
+    """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
-    from .train.trainer import split_for_training, uses_linear_fit
+    from .runs import plan_run
+    from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
+    from .workflow import train_to_directory
 
     setup_torch(args)
-    model_config, train_config = configs_from(args)
     data = load_data(args.data, "train")
     test = load_data(args.data, "test") if is_builtin(args.data) else None
-    split_for_training(data, train_config)
-    model = build_model(replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source)))  # fails early on bad names
-    uses_linear_fit(model, train_config)  # and on a --linear-fit the model cannot have
+    plan = plan_run(data, *configs_from(args))
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
-    print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{aux_spec(data.u, data.source).describe()}")
+    print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{plan.run.model_config.aux.describe()}")
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
-        metrics = train_and_save(args, data, args.out, checkpoint, test)
+        outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
         if args.out.is_dir() and not any(args.out.iterdir()):
             args.out.rmdir()  # nothing was saved: leave nothing behind
         raise
+    report_training(args.out, outcome.metrics)
+
+
+def report_training(out: Path, metrics: dict) -> None:
     for restart in metrics.get("restarts", []):
         score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
         kept = " (kept)" if restart["chosen"] else ""
         print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
-    print(f"{args.out}: train {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
-    if test is not None:
-        print(f"{args.out}: test {format_metrics(metrics['test'])}")
+    print(f"{out}: train {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    if "test" in metrics:
+        print(f"{out}: test {format_metrics(metrics['test'])}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
     from .data.dataset import load_npz
-    from .runs import encode_dataset, load_run, save_npz
+    from .files import save_npz
+    from .runs import encode_dataset, load_run
 
     setup_torch(args)
     check_output_file(args.out)
@@ -421,8 +374,7 @@ def cmd_encode(args: argparse.Namespace) -> None:
     data = load_npz(args.data)
     z = encode_dataset(run, data)
     save_npz(args.out, z=z)
-    kind = getattr(run.model, "encode_kind", "z = g(x)")
-    print(f"wrote {args.out}: z {z.shape} ({kind})")
+    print(f"wrote {args.out}: z {z.shape} ({run.model.encode_kind})")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -443,15 +395,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_sample(args: argparse.Namespace) -> None:
     import numpy as np
 
-    from .runs import load_run, sample, save_npz
+    from .errors import UserError
+    from .files import save_npz
+    from .runs import load_run, sample
 
     setup_torch(args)
     check_output_file(args.out)
     run = load_run(args.run, args.device)
-    x = sample(run, args.u, args.n, args.seed)
+    try:
+        x = sample(run, args.u, args.n, args.seed)
+    except UserError as exc:
+        raise UserError(f"--u {args.u}: {exc}") from None
     save_npz(args.out, x=x, u=np.full(args.n, args.u, dtype=np.int64))
-    kind = getattr(run.model, "sample_kind", "draws from p(x | u)")
-    print(f"wrote {args.out}: x {x.shape} for u = {args.u} ({kind})")
+    print(f"wrote {args.out}: x {x.shape} for u = {args.u} ({run.model.sample_kind})")
 
 
 def cmd_consistency(args: argparse.Namespace) -> None:
@@ -477,11 +433,11 @@ def cmd_consistency(args: argparse.Namespace) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    from types import SimpleNamespace
-
+    """The default benchmark end to end: data, the identifiable flow with every default, figures."""
     from .data.dataset import make_dataset
-    from .metrics import mcc
     from .data.synthetic import SyntheticConfig, generate
+    from .metrics import mcc
+    from .workflow import train_and_save
 
     setup_torch(args)
     prepare_run_dir(args.out, overwrite=args.overwrite)
@@ -489,11 +445,41 @@ def cmd_demo(args: argparse.Namespace) -> None:
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"synthetic seed {args.seed}")
     print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")
     print(f"baseline: MCC of x itself against the sources = {mcc(data.x, data.s).mcc:.3f}")
-    defaults = build_parser().parse_args(["train", "--data", "-", "--out", "-"])
-    options = SimpleNamespace(**{**vars(defaults), "device": args.device, "threads": args.threads, "data": "demo"})
-    metrics = train_and_save(options, data, args.out / "run")
-    print(f"identifiable flow: {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    train_config = TrainConfig(device=args.device, threads=args.threads)
+    outcome = train_and_save(data, args.out / "run", ModelConfig(), train_config)
+    print(f"identifiable flow: {format_metrics(outcome.metrics)} ({outcome.metrics['seconds']:.0f} s)")
     print(f"figures: {args.out / 'run' / 'figures'}")
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` (or, with ``errors``, ``sys.stderr``) is when a record arrives."""
+
+    def __init__(self, errors: bool):
+        super().__init__()
+        self.errors = errors
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr if self.errors else sys.stdout
+
+    @stream.setter
+    def stream(self, value: TextIO) -> None:
+        pass  # chosen at each record, never fixed
+
+
+def log_progress() -> None:
+    """The library's log on the console as it is: per-epoch INFO lines (progress off a terminal) on
+    stdout, beside the results (``iflow demo > log`` keeps them); warnings on stderr."""
+    logger = logging.getLogger("iflow")
+    if any(isinstance(h, ConsoleHandler) for h in logger.handlers):
+        return
+    progress, warnings = ConsoleHandler(errors=False), ConsoleHandler(errors=True)
+    progress.addFilter(lambda record: record.levelno < logging.WARNING)
+    warnings.setLevel(logging.WARNING)
+    for handler in (progress, warnings):
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -501,10 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .errors import UserError
 
+    log_progress()
+
     try:
         args.handler(args)
     except UserError as exc:
-        print(f"iflow: error: {one_line(exc)}", file=sys.stderr)
+        print(f"iflow: error: {exc.for_command_line()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
         print(f"iflow: interrupted{'; ' + one_line(exc) if str(exc) else ''}", file=sys.stderr)

@@ -5,12 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .data.dataset import AuxSpec
-from .errors import UserError
+from .errors import UserError, param
 
 FORMAT_VERSION = 1
 PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
 ENCODERS = ("mlp", "product")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -21,10 +22,10 @@ class ModelConfig:
     flow: str = "spline"
     prior: str = "gauss"
     dim: int = 0
-    depth: int | None = None  # None: the flow's own default
-    hidden: int = 64
-    bins: int = 8
-    tail_bound: float = 4.0
+    depth: int | None = None  # None (here and below): the flow's or the VAE's own default
+    hidden: int | None = None  # units of the coupling networks, or of the VAE's MLPs
+    bins: int | None = None  # spline bins (flows spline, mlp)
+    tail_bound: float | None = None  # spline interval [-B, B] (flows spline, mlp)
     aux: AuxSpec = field(default_factory=lambda: AuxSpec("labels", n_labels=1))
     image_shape: tuple[int, int, int] | None = None  # (C, H, W) of image data; --flow glow is then multi-scale
     unit_interval: bool = False  # x is scaled to [0, 1): the flow starts with a fixed logit map
@@ -40,10 +41,9 @@ class ModelConfig:
     encoder: str = "mlp"  # q(z | x, u): "mlp" (u added at the first layer) or "product" (q(z | x) times p(z | u))
 
     def flow_options(self) -> dict:
-        options = {"hidden": self.hidden, "bins": self.bins, "tail_bound": self.tail_bound}
-        if self.depth is not None:
-            options["depth"] = self.depth
-        return options
+        """The flow options set here (the builder's defaults apply to the rest)."""
+        options = {"depth": self.depth, "hidden": self.hidden, "bins": self.bins, "tail_bound": self.tail_bound}
+        return {name: value for name, value in options.items() if value is not None}
 
 
 @dataclass
@@ -65,29 +65,31 @@ class TrainConfig:
     threads: int = 1
 
     def validate(self) -> None:
+        """:class:`UserError` for values out of range or options that contradict each other."""
         checks = [
-            (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
-            (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
-            (self.lr > 0, f"--lr must be > 0, got {self.lr}"),
-            (self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}"),
-            (0 < self.val_fraction < 1, f"--val-fraction must be in (0, 1), got {self.val_fraction}"),
-            (self.clip_grad > 0, f"--clip-grad must be > 0, got {self.clip_grad}"),
-            (self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
-            (self.schedule in ("cosine", "constant"), f"unknown --schedule {self.schedule!r}"),
-            (self.prior_fit in PRIOR_FITS, f"unknown --prior-fit {self.prior_fit!r}; choose from {PRIOR_FITS}"),
-            (self.linear_fit in LINEAR_FITS, f"unknown --linear-fit {self.linear_fit!r}; choose from {LINEAR_FITS}"),
-            (
-                self.linear_fit != "epoch" or self.prior_fit == "epoch",
-                "--linear-fit epoch profiles the prior out, so it needs --prior-fit epoch",
-            ),
-        ]
+            (self.epochs >= 1, f"{param('epochs')} must be >= 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"{param('batch_size')} must be >= 1, got {self.batch_size}"),
+            (self.lr > 0, f"{param('lr')} must be > 0, got {self.lr}"),
+            (self.weight_decay >= 0, f"{param('weight_decay')} must be >= 0, got {self.weight_decay}"),
+            (0 < self.val_fraction < 1, f"{param('val_fraction')} must be in (0, 1), got {self.val_fraction}"),
+            (self.clip_grad > 0, f"{param('clip_grad')} must be > 0, got {self.clip_grad}"),
+            (self.threads >= 1, f"{param('threads')} must be >= 1, got {self.threads}"),
+            (self.schedule in SCHEDULES, f"unknown {param('schedule')} {self.schedule!r}; choose from {SCHEDULES}"),
+            (self.prior_fit in PRIOR_FITS,
+             f"unknown {param('prior_fit')} {self.prior_fit!r}; choose from {PRIOR_FITS}"),
+            (self.linear_fit in LINEAR_FITS,
+             f"unknown {param('linear_fit')} {self.linear_fit!r}; choose from {LINEAR_FITS}"),
+            (self.linear_fit != "epoch" or self.prior_fit == "epoch",
+             f"{param('linear_fit')} epoch profiles the prior out, so it needs {param('prior_fit')} epoch"),
+        ]  # fmt: skip
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
 
 
-def to_dict(model: ModelConfig, train: TrainConfig, extra: dict | None = None) -> dict:
-    return {"format_version": FORMAT_VERSION, "model": asdict(model), "train": asdict(train), **(extra or {})}
+def to_dict(model: dict, train: TrainConfig, extra: dict | None = None) -> dict:
+    """What ``config.json`` holds: the model's fields (``model``, as chosen by the caller), the training config."""
+    return {"format_version": FORMAT_VERSION, "model": model, "train": asdict(train), **(extra or {})}
 
 
 def _known(cls: type, values: dict) -> dict:
@@ -95,8 +97,12 @@ def _known(cls: type, values: dict) -> dict:
     return {k: v for k, v in values.items() if k in names}
 
 
-def model_config_from_dict(d: dict) -> ModelConfig:
+def model_config_from_dict(d: dict, applicable: set[str] | None = None) -> ModelConfig:
+    """The config ``d`` records; with ``applicable``, fields outside it (options an older iflow
+    recorded for a model that does not read them) take their defaults."""
     values = _known(ModelConfig, d)
+    if applicable is not None:
+        values = {k: v for k, v in values.items() if k in applicable}
     values["aux"] = AuxSpec(**d["aux"])
     if values.get("image_shape") is not None:
         values["image_shape"] = tuple(values["image_shape"])

@@ -6,7 +6,7 @@ import numpy as np
 
 from .data.dataset import make_dataset
 from .runs import Run, sample
-from .train.trainer import as_tensors, batched
+from .runtime import as_tensors, batched
 
 
 def log_density(run: Run, x: np.ndarray, u: np.ndarray | None = None) -> np.ndarray:
@@ -14,7 +14,7 @@ def log_density(run: Run, x: np.ndarray, u: np.ndarray | None = None) -> np.ndar
     u = np.zeros(len(x), dtype=np.int64) if u is None else u
     std = run.standardized(make_dataset(x, u))
     run.model.eval()
-    values = batched(run.model.log_prob, *as_tensors(std, run.device)).cpu().numpy()
+    values = batched(run.model.log_prob, *as_tensors(std.x, std.u, run.device)).cpu().numpy()
     return values + run.standardizer.log_abs_det
 
 

@@ -81,7 +81,7 @@ class _RunEstimator(TransformerMixin, BaseEstimator):
                                       self._train_config(len(X)), progress=self.verbose)  # fmt: skip
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
-        self.n_components_ = self.run_.model_config.latent_dim
+        self.n_components_ = self.run_.model_config.latent_dim or X.shape[1]  # a flow: as many as features
         return self
 
     def _aux(self, X: np.ndarray, u: np.ndarray | None) -> np.ndarray:
@@ -170,7 +170,7 @@ class IdentifiableFlowICA(_RunEstimator):
         device: str = "cpu",
         threads: int = 1,
         verbose: bool = False,
-    ):
+    ) -> None:
         self.flow = flow
         self.prior = prior
         self.depth = depth
@@ -248,7 +248,7 @@ class IVAEICA(_RunEstimator):
         device: str = "cpu",
         threads: int = 1,
         verbose: bool = False,
-    ):
+    ) -> None:
         self.n_components = n_components
         self.prior = prior
         self.depth = depth

@@ -12,7 +12,8 @@ from matplotlib.figure import Figure
 from .data.dataset import Dataset
 from .metrics import mcc
 from .plotting import plot_recovered_sources, plot_restarts, plot_training_curves
-from .runs import Run, atomic_write
+from .files import atomic_write
+from .runs import Run
 
 
 def save_figure(fig: Figure, path: Path) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 from .errors import UserError
 
@@ -53,3 +56,13 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
+
+
+def save_json(path: Path, obj: dict) -> None:
+    """Atomically write ``obj`` as indented JSON."""
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode() + b"\n"))
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> None:
+    """Atomically write an ``.npz`` (the name is kept exactly as given)."""
+    atomic_write(Path(path), lambda f: np.savez(f, **arrays))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,3 +70,8 @@ def mcc(z: np.ndarray, s: np.ndarray, correlation: str = "pearson") -> MCCResult
         sources=cols[order],
         correlation=correlation,
     )
+
+
+def bits_per_dim(log_likelihood: float, dim: int) -> float:
+    """-log p(x) / (d ln 2) for a mean log-likelihood in nats on the data's own scale."""
+    return -log_likelihood / (dim * math.log(2))

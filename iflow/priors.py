@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .networks import mlp
+
 LOG_2PI = math.log(2 * math.pi)
 # Smallest magnitude of a negative natural parameter: bounds the variance
 # (Gaussian) or scale (Laplace) from above, so log-normalizers stay finite.
@@ -48,6 +50,9 @@ class ExpFamily:
 
     name: str = ""
     n_stats: int = 0
+    gaussian: bool = False  # the density is Gaussian: :meth:`moments` gives its mean and variance
+    centered: bool = False  # every component has location 0 whatever eta is
+    unit_params: tuple[float, ...] = ()  # eta of the standard member (zero location, unit variance)
 
     def stats(self, z: Tensor) -> Tensor:
         """T(z): (..., dim) -> (..., dim, n_stats)."""
@@ -91,6 +96,10 @@ class ExpFamily:
         """
         raise NotImplementedError
 
+    def moments(self, eta: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance (..., dim) of a Gaussian family (``gaussian`` is True)."""
+        raise TypeError(f"the {self.name!r} family is not Gaussian")
+
 
 class Gaussian(ExpFamily):
     """Mean and variance modulated: T(z) = (z, z^2), eta = (m / v, -1 / (2 v)).
@@ -101,6 +110,8 @@ class Gaussian(ExpFamily):
 
     name = "gauss"
     n_stats = 2
+    gaussian = True
+    unit_params = (0.0, -0.5)
 
     def stats(self, z: Tensor) -> Tensor:
         return torch.stack([z, z * z], dim=-1)
@@ -123,13 +134,12 @@ class Gaussian(ExpFamily):
     def gaussian_expected_stats(self, mean: Tensor, var: Tensor) -> Tensor:
         return torch.stack([mean, mean * mean + var], dim=-1)
 
-    @staticmethod
-    def mean_variance(eta: Tensor) -> tuple[Tensor, Tensor]:
+    def moments(self, eta: Tensor) -> tuple[Tensor, Tensor]:
         variance = -0.5 / eta[..., 1]
         return eta[..., 0] * variance, variance
 
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        mean, variance = self.mean_variance(eta)
+        mean, variance = self.moments(eta)
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
         return mean + variance.sqrt() * noise
 
@@ -139,6 +149,9 @@ class CenteredGaussian(ExpFamily):
 
     name = "gauss-var"
     n_stats = 1
+    gaussian = True
+    centered = True
+    unit_params = (-0.5,)
 
     def stats(self, z: Tensor) -> Tensor:
         return (z * z).unsqueeze(-1)
@@ -158,6 +171,10 @@ class CenteredGaussian(ExpFamily):
     def gaussian_expected_stats(self, mean: Tensor, var: Tensor) -> Tensor:
         return (mean * mean + var).unsqueeze(-1)
 
+    def moments(self, eta: Tensor) -> tuple[Tensor, Tensor]:
+        variance = -0.5 / eta[..., 0]
+        return torch.zeros_like(variance), variance
+
     def sample(self, eta: Tensor, generator: torch.Generator | None = None) -> Tensor:
         std = (-0.5 / eta[..., 0]).sqrt()
         return std * torch.randn(std.shape, generator=generator, dtype=std.dtype, device=std.device)
@@ -168,6 +185,8 @@ class Laplace(ExpFamily):
 
     name = "laplace"
     n_stats = 1
+    centered = True
+    unit_params = (-(2**0.5),)  # scale 1 / sqrt 2: unit variance
 
     def stats(self, z: Tensor) -> Tensor:
         return z.abs().unsqueeze(-1)
@@ -239,17 +258,6 @@ class LabelEmbedding(nn.Module):
         return self.table[u]
 
 
-def mlp(in_features: int, out_features: int, hidden: int = 64, layers: int = 2) -> nn.Sequential:
-    """A plain MLP with SiLU activations and `layers` hidden layers."""
-    modules: list[nn.Module] = []
-    width = in_features
-    for _ in range(layers):
-        modules += [nn.Linear(width, hidden), nn.SiLU()]
-        width = hidden
-    modules.append(nn.Linear(width, out_features))
-    return nn.Sequential(*modules)
-
-
 class FactorizedExpFamily:
     """The distribution p(z | u) for a fixed batch of natural parameters.
 
@@ -298,7 +306,6 @@ class ConditionalExpFamilyPrior(nn.Module):
         if (n_labels is None) == (aux_dim is None):
             raise ValueError("give exactly one of n_labels (integer u) or aux_dim (float u)")
         self.dim = dim
-        self.family_name = family
         self.family = get_family(family)
         self.n_labels = n_labels
         self.aux_dim = aux_dim
@@ -312,12 +319,16 @@ class ConditionalExpFamilyPrior(nn.Module):
     @torch.no_grad()
     def reset_to_standard_normal(self) -> None:
         """Start every p(z_i | u) near unit variance (and zero mean)."""
-        unit = {"gauss": [0.0, -0.5], "gauss-var": [-0.5], "laplace": [-(2**0.5)]}[self.family_name]
-        raw = self.family.unconstrain(torch.tensor(unit))
+        raw = self.family.unconstrain(torch.tensor(self.family.unit_params))
         last = self.net.table if isinstance(self.net, LabelEmbedding) else self.net[-1].bias
         last.copy_(raw.repeat(self.dim).expand_as(last))
         if not isinstance(self.net, LabelEmbedding):
             self.net[-1].weight.mul_(0.01)
+
+    @property
+    def fits_labels(self) -> bool:
+        """Whether the closed-form M-step (:meth:`fit_labels`) applies: a prior on integer labels."""
+        return self.n_labels is not None
 
     @torch.no_grad()
     def fit_labels(self, z: Tensor, u: Tensor) -> None:
@@ -336,7 +347,7 @@ class ConditionalExpFamilyPrior(nn.Module):
         maximiser over the prior of sum_i E[log p(z_i | u_i)] when ``stats`` are E[T(z_i)]
         (for a VAE, under q(z | x_i, u_i): the ELBO's exact M-step).
         """
-        if not isinstance(self.net, LabelEmbedding):
+        if not self.fits_labels:
             raise TypeError("fit_labels needs a prior on integer labels (an embedding table)")
         stats = stats.reshape(stats.shape[0], -1)
         counts = torch.bincount(u, minlength=self.n_labels).to(stats.dtype)
@@ -366,7 +377,9 @@ class ConditionalExpFamilyPrior(nn.Module):
 class StandardNormalPrior(nn.Module):
     """N(0, I), ignoring u: the non-identifiable baseline behind the same interface."""
 
-    family_name = "standard-normal"
+    family = FAMILIES["gauss"]
+    n_labels = None
+    fits_labels = False  # nothing to fit: the prior has no parameters
 
     def __init__(self, dim: int):
         super().__init__()
@@ -374,11 +387,11 @@ class StandardNormalPrior(nn.Module):
         self.register_buffer("_anchor", torch.zeros(()))  # follows .to(device/dtype)
 
     def natural_params(self, u: Tensor) -> Tensor:
-        eta = self._anchor.new_tensor([0.0, -0.5])
-        return eta.expand(u.shape[0], self.dim, 2)
+        eta = self._anchor.new_tensor(self.family.unit_params)
+        return eta.expand(u.shape[0], self.dim, self.family.n_stats)
 
     def forward(self, u: Tensor) -> FactorizedExpFamily:
-        return FactorizedExpFamily(FAMILIES["gauss"], self.natural_params(u))
+        return FactorizedExpFamily(self.family, self.natural_params(u))
 
     def log_prob(self, z: Tensor, u: Tensor | None = None) -> Tensor:
         return -0.5 * (z * z).sum(-1) - 0.5 * self.dim * LOG_2PI

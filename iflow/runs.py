@@ -1,50 +1,46 @@
-"""Run directories: train a model on a data set, save it atomically, load it back, evaluate it.
+"""Runs: a model planned for a data set, trained, evaluated, saved atomically and loaded back.
 
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
 ``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
-:mod:`iflow.train.checkpoint`), removed once the run is saved.
+:mod:`iflow.training.checkpoint`), removed once the run is saved.
+
+Everything that can be decided before training is decided once, in :func:`plan_run`:
+the filled and validated configs, the standardisation, the split and the seeded model.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
 
-from .models.build import build_model
-from .train.checkpoint import Checkpointing
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
 from .data.dataset import Dataset, Standardizer, aux_spec, check_aux
-from .models.decoders import check_observations
 from .data.dequantization import dequantized
 from .errors import UserError
-from .files import atomic_write
-from .metrics import mcc
-from .train.trainer import TrainResult, as_tensors, batched, encode, fit, resolve_device, seed_everything
+from .files import atomic_write, save_json
+from .metrics import bits_per_dim, mcc
+from .models.build import applicable_fields, build_model, model_entry
+from .models.decoders import check_observations
+from .models.sampling import sample as sample_model
+from .protocols import Model
+from .runtime import as_tensors, batched, resolve_device, seed_everything, torch_threads
+from .training.checkpoint import Checkpointing
+from .training.epoch_end import uses_linear_fit
+from .training.trainer import TrainResult, fit, split_for_training
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
-
-
-def save_json(path: Path, obj: dict) -> None:
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode() + b"\n"))
-
-
-def save_npz(path: Path, **arrays: np.ndarray) -> None:
-    """Atomically write an ``.npz`` (the name is kept exactly as given)."""
-    atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
 @dataclass
 class Run:
     """A trained model with everything needed to apply it to new data."""
 
-    model: nn.Module
+    model: Model
     model_config: ModelConfig
     train_config: TrainConfig
     standardizer: Standardizer
@@ -64,6 +60,70 @@ class Run:
         return replace(data, x=self.standardizer(data.x), dequantize=dequantize)
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """A run decided before training: ``run`` holds the seeded, untrained model and the filled
+    configs; ``train_data`` is the data in the model's units; ``split`` the (train, validation) rows."""
+
+    run: Run
+    data: Dataset
+    train_data: Dataset
+    split: tuple[np.ndarray, np.ndarray]
+
+
+def standardizer_for(data: Dataset, model_config: ModelConfig) -> Standardizer:
+    """Bounded data: a fixed map to the unit interval; discrete observations for a bernoulli or
+    poisson decoder: kept as they are; otherwise per-dimension mean and standard deviation."""
+    if data.bounds:
+        return Standardizer.unit_range(*data.bounds, data.dim)
+    if model_config.obs == "gaussian":
+        return Standardizer.fit(data.x)
+    return Standardizer(np.zeros(data.dim), np.ones(data.dim))
+
+
+def fill_model_config(data: Dataset, model_config: ModelConfig) -> ModelConfig:
+    """The config with what the data say: dimension, auxiliary variable, image shape, bounds;
+    the VAE family's latent dimension defaults to the observed one."""
+    filled = replace(
+        model_config,
+        dim=data.dim,
+        aux=aux_spec(data.u, data.source),
+        image_shape=data.image_shape,
+        unit_interval=data.bounds is not None,
+    )
+    if model_entry(model_config.model).variational:
+        filled = replace(filled, latent_dim=model_config.latent_dim or data.dim)
+    return filled
+
+
+def plan_run(data: Dataset, model_config: ModelConfig, train_config: TrainConfig) -> RunPlan:
+    """Validate and fill the configs, standardise, split and build the seeded model: everything
+    that can fail fails here, before any training (and before a run directory is touched)."""
+    train_config.validate()
+    resolve_device(train_config.device)
+    model_config = fill_model_config(data, model_config)
+    split = split_for_training(data, train_config)
+    seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
+    model = build_model(model_config)
+    uses_linear_fit(model, train_config)  # refuses a linear fit the model cannot have
+    run = Run(model, model_config, train_config, standardizer_for(data, model_config))
+    check_observations(data.x, model_config.obs, data.source)
+    return RunPlan(run, data, run.standardized(data), split)
+
+
+def train_planned(
+    plan: RunPlan, progress: bool = True, checkpoint: Checkpointing | None = None
+) -> tuple[Run, TrainResult]:
+    """Train the planned model in place, with ``train_config.threads`` torch threads."""
+    run = plan.run
+    if checkpoint is not None:  # a resumed run must have the same model too
+        model_options = {f"model.{k}": v for k, v in asdict(run.model_config).items()}
+        checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
+    with torch_threads(run.train_config.threads):
+        result = fit(run.model, plan.train_data, run.train_config, progress, checkpoint, plan.split)
+    return run, result
+
+
 def train(
     data: Dataset,
     model_config: ModelConfig,
@@ -71,28 +131,20 @@ def train(
     progress: bool = True,
     checkpoint: Checkpointing | None = None,
 ) -> tuple[Run, TrainResult]:
-    """Standardise x (bounded data: a fixed map to the unit interval; discrete observations
-    for a bernoulli or poisson decoder: kept as they are), build the model the config names
-    (initialised from the seed), fit it. Nothing but the optional resume ``checkpoint`` is written.
-    The VAE family's latent dimension defaults to the observed dimension d.
+    """Plan and train a run on ``data`` (see :func:`plan_run`, :func:`train_planned`).
+
+    Nothing but the optional resume ``checkpoint`` is written.
     """
-    if data.bounds:
-        standardizer = Standardizer.unit_range(*data.bounds, data.dim)
-    elif model_config.obs == "gaussian":
-        standardizer = Standardizer.fit(data.x)
-    else:
-        standardizer = Standardizer(np.zeros(data.dim), np.ones(data.dim))
-    shape = {"image_shape": data.image_shape, "unit_interval": data.bounds is not None}
-    latent_dim = model_config.latent_dim or data.dim
-    model_config = replace(model_config, dim=data.dim, aux=aux_spec(data.u, data.source), latent_dim=latent_dim, **shape)
-    seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
-    model = build_model(model_config)
-    run = Run(model, model_config, train_config, standardizer)
-    if checkpoint is not None:  # a resumed run must have the same model too
-        model_options = {f"model.{k}": v for k, v in asdict(model_config).items()}
-        checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
-    result = fit(model, run.standardized(data), train_config, progress=progress, checkpoint=checkpoint)
-    return run, result
+    return train_planned(plan_run(data, model_config, train_config), progress, checkpoint)
+
+
+def log_likelihoods(run: Run, data: Dataset) -> np.ndarray:
+    """log p(x | u) per row in nats, in the units of the given x (discrete data dequantised with
+    a fixed seed): ``(n,)``; for the VAE family the bound named by ``run.model.likelihood``."""
+    std_data = run.standardized(dequantized(data))
+    x, u = as_tensors(std_data.x, std_data.u, run.device)
+    run.model.eval()
+    return batched(run.model.log_prob, x, u).cpu().double().numpy() + run.standardizer.log_abs_det
 
 
 def evaluate(run: Run, data: Dataset) -> dict:
@@ -104,24 +156,21 @@ def evaluate(run: Run, data: Dataset) -> dict:
     bits/dim follows :mod:`iflow.data.dequantization`. With a known true entropy H,
     ``entropy`` and ``nll_minus_entropy`` = -log-likelihood - H (>= 0 up to Monte Carlo error).
     """
-    data = dequantized(data)
-    std_data = run.standardized(data)
-    x, u = as_tensors(std_data, run.device)
-    run.model.eval()
-    log_likelihood = float(batched(run.model.log_prob, x, u).mean()) + run.standardizer.log_abs_det
+    log_likelihood = float(np.mean(log_likelihoods(run, data)))
     out = {
         "log_likelihood": log_likelihood,
-        "bits_per_dim": -log_likelihood / (data.dim * math.log(2)),
-        "exact": bool(getattr(run.model, "exact_likelihood", False)),
-        "estimator": getattr(run.model, "likelihood_estimator", "exact"),
+        "bits_per_dim": bits_per_dim(log_likelihood, data.dim),
+        "exact": run.model.likelihood == "exact",
+        "estimator": run.model.likelihood,
         "n": len(data),
         "mcc": None,
     }
     if data.s is not None:
-        result = mcc(encode(run.model, x, u).cpu().numpy(), data.s)
+        latents = encode_dataset(run, data)
+        result = mcc(latents, data.s)
         out["mcc"] = result.mcc
         out["mcc_per_component"] = result.per_component.tolist()
-        out["mcc_spearman"] = mcc(encode(run.model, x, u).cpu().numpy(), data.s, "spearman").mcc
+        out["mcc_spearman"] = mcc(latents, data.s, "spearman").mcc
     if data.true_log_likelihood is not None:
         out["true_log_likelihood"] = float(np.mean(data.true_log_likelihood))
         out["gap"] = out["true_log_likelihood"] - log_likelihood
@@ -132,9 +181,13 @@ def evaluate(run: Run, data: Dataset) -> dict:
 
 
 def save_run(run: Run, directory: Path, result: TrainResult | None = None, metrics: dict | None = None) -> None:
-    """Write config, weights, history and metrics into ``directory`` (each file atomically)."""
+    """Write config, weights, history and metrics into ``directory`` (each file atomically).
+
+    ``config.json`` records only the options the run's model reads.
+    """
     directory = Path(directory)
-    config = to_dict(run.model_config, run.train_config, {"standardizer": run.standardizer.to_dict()})
+    model_fields = {k: v for k, v in asdict(run.model_config).items() if k in applicable_fields(run.model_config)}
+    config = to_dict(model_fields, run.train_config, {"standardizer": run.standardizer.to_dict()})
     checkpoint = {
         "format_version": FORMAT_VERSION,
         "model": run.model_config.model,
@@ -143,10 +196,41 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
     atomic_write(directory / WEIGHTS_FILE, lambda f: torch.save(checkpoint, f))
     save_json(directory / CONFIG_FILE, config)
     if result is not None:
-        save_json(directory / HISTORY_FILE, {"best_epoch": result.best_epoch, "seconds": result.seconds, "epochs": result.history})
+        history = {"best_epoch": result.best_epoch, "seconds": result.seconds, "epochs": result.history}
+        save_json(directory / HISTORY_FILE, history)
     if metrics is not None:
         save_json(directory / METRICS_FILE, metrics)
     run.directory = directory
+
+
+def read_configs(directory: Path) -> tuple[ModelConfig, TrainConfig, Standardizer]:
+    """The configs and standardisation ``config.json`` records; :class:`UserError` when unreadable."""
+    path = directory / CONFIG_FILE
+    try:
+        config = json.loads(path.read_text())
+        if config.get("format_version", 0) > FORMAT_VERSION:
+            raise UserError(f"{directory}: written by a newer iflow (format {config['format_version']} > {FORMAT_VERSION}); upgrade iflow")
+        model = config["model"]
+        model_config = model_config_from_dict(model, applicable_fields(ModelConfig(model=model["model"])))
+        return model_config, train_config_from_dict(config["train"]), Standardizer.from_dict(config["standardizer"])
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise UserError(f"{path}: unreadable run config ({exc!r})") from None
+
+
+def read_weights(directory: Path, model_name: str) -> dict:
+    """The state dict of ``model.pt``, loaded without unpickling code; :class:`UserError` for anything else."""
+    path = directory / WEIGHTS_FILE
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt files
+        raise UserError(f"{path}: unreadable weights ({type(exc).__name__})") from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserError(f"{path}: not an iflow checkpoint")
+    if checkpoint.get("format_version", 0) > FORMAT_VERSION:
+        raise UserError(f"{path}: written by a newer iflow (format {checkpoint['format_version']}); upgrade iflow")
+    if checkpoint.get("model") != model_name:
+        raise UserError(f"{path}: weights of a {checkpoint.get('model')!r} model, but config.json says {model_name!r}")
+    return checkpoint["state_dict"]
 
 
 def load_run(directory: str | Path, device: str = "cpu") -> Run:
@@ -157,28 +241,11 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (directory / name).is_file():
             raise UserError(f"{directory}: not a complete run (missing {name})")
-    try:
-        config = json.loads((directory / CONFIG_FILE).read_text())
-        model_config = model_config_from_dict(config["model"])
-        train_config = train_config_from_dict(config["train"])
-        standardizer = Standardizer.from_dict(config["standardizer"])
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise UserError(f"{directory / CONFIG_FILE}: unreadable run config ({exc!r})") from None
-    if config.get("format_version", 0) > FORMAT_VERSION:
-        raise UserError(f"{directory}: written by a newer iflow (format {config['format_version']} > {FORMAT_VERSION}); upgrade iflow")
-    try:
-        checkpoint = torch.load(directory / WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt files
-        raise UserError(f"{directory / WEIGHTS_FILE}: unreadable weights ({type(exc).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{directory / WEIGHTS_FILE}: not an iflow checkpoint")
-    if checkpoint.get("format_version", 0) > FORMAT_VERSION:
-        raise UserError(f"{directory / WEIGHTS_FILE}: written by a newer iflow (format {checkpoint['format_version']}); upgrade iflow")
-    if checkpoint.get("model") != model_config.model:
-        raise UserError(f"{directory / WEIGHTS_FILE}: weights of a {checkpoint.get('model')!r} model, but config.json says {model_config.model!r}")
+    model_config, train_config, standardizer = read_configs(directory)
+    state_dict = read_weights(directory, model_config.model)
     model = build_model(model_config)
     try:
-        model.load_state_dict(checkpoint["state_dict"])
+        model.load_state_dict(state_dict)
     except RuntimeError as exc:
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UserError(f"{directory / WEIGHTS_FILE}: weights do not fit the model in config.json ({first})") from None
@@ -186,21 +253,20 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
     return Run(model, model_config, train_config, standardizer, directory)
 
 
-
 def encode_dataset(run: Run, data: Dataset) -> np.ndarray:
     """Latents of every row of ``data``, in input order: ``(n, k)``."""
     std_data = run.standardized(data)
-    x, u = as_tensors(std_data, run.device)
-    return encode(run.model, x, u).cpu().numpy()
+    run.model.eval()
+    return batched(run.model.encode, *as_tensors(std_data.x, std_data.u, run.device)).cpu().numpy()
 
 
 def sample(run: Run, label: int, n: int, seed: int = 0) -> np.ndarray:
     """``n`` draws of x (original units) from p(x | u = label): ``(n, d)``."""
     aux = run.model_config.aux
     if aux.kind != "labels":
-        raise UserError("--u LABEL needs a model trained on integer labels")
+        raise UserError("sampling by label needs a model trained on integer labels")
     if not 0 <= label < aux.n_labels:
-        raise UserError(f"--u {label}: unknown label (the model knows 0..{aux.n_labels - 1})")
+        raise UserError(f"unknown label {label} (the model knows 0..{aux.n_labels - 1})")
     generator = torch.Generator(device=run.device).manual_seed(seed)
-    x = run.model.sample(n, label, generator=generator).cpu().numpy()
+    x = sample_model(run.model, n, label, generator=generator).cpu().numpy()
     return run.standardizer.inverse(x)

@@ -21,7 +21,7 @@ from tqdm import tqdm  # text bars: tqdm.auto warns "IProgress not found" in Jup
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
 from .runs import Run, train
-from .train.trainer import TrainResult
+from .training.trainer import TrainResult
 
 Trainer = Callable[[Dataset, ModelConfig, TrainConfig, bool], tuple[Run, TrainResult]]
 

@@ -1,5 +1,31 @@
+"""Test options: ``--device`` (default cpu; ``--device cuda`` runs the device-aware tests on a GPU)
+and ``--dtype`` (float64 default for the numerical checks that take it)."""
+
 import pytest
 import torch
+
+from tests.helpers import autograd_logabsdet as _autograd_logabsdet
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--device", default="cpu", help="torch device for device-aware tests (cpu, cuda, cuda:N)")
+    parser.addoption("--dtype", default="float64", choices=sorted(DTYPES), help="dtype of the numerical checks")
+
+
+@pytest.fixture(scope="session")
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """The ``--device`` of this run; tests that take it skip when CUDA is asked for and absent."""
+    device = torch.device(request.config.getoption("--device"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("--device cuda, but CUDA is not available")
+    return device
+
+
+@pytest.fixture(scope="session")
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    return DTYPES[request.config.getoption("--dtype")]
 
 
 @pytest.fixture(autouse=True)
@@ -7,14 +33,6 @@ def _one_thread():
     """Small models are fastest, and tests most reproducible, on one thread."""
     torch.set_num_threads(1)
     yield
-
-
-def _autograd_logabsdet(fn, x):
-    out = []
-    for row in x:
-        jac = torch.autograd.functional.jacobian(lambda r: fn(r.unsqueeze(0))[0].squeeze(0), row)
-        out.append(torch.linalg.slogdet(jac)[1])
-    return torch.stack(out)
 
 
 @pytest.fixture

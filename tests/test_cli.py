@@ -91,3 +91,14 @@ def test_help_is_instant_and_does_not_import_torch():
     code = "import sys; from iflow.cli import build_parser; build_parser().format_help(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_training_prints_one_line_per_epoch_on_stdout_off_a_terminal(tmp_path, capsys) -> None:
+    """Under nohup, SLURM or `> log` there is no bar; every epoch is a line beside the results."""
+    data = tmp_path / "d.npz"
+    assert main(["data", "synthetic", "--segments", "4", "--per-segment", "100", "--out", str(data)]) == 0
+    capsys.readouterr()
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", "--batch-size", "64"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[1].strip() for line in out if line.startswith("iflow: epoch")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]

@@ -127,15 +127,15 @@ def test_grid_search_selects_by_held_out_log_likelihood(synthetic):
     """lr 1e-6 barely moves from the warm start: held-out likelihood must prefer lr 2e-2."""
     x, u = synthetic.x[:1000], synthetic.u[:1000]
     folds = KFold(2, shuffle=True, random_state=0)
-    grid = GridSearchCV(IdentifiableFlowICA(epochs=2, random_state=0), {"lr": [2e-2, 1e-6]}, cv=folds)
+    grid = GridSearchCV(IdentifiableFlowICA(epochs=2, batch_size=64, random_state=0), {"lr": [2e-2, 1e-6]}, cv=folds)
     grid.fit(x, u)
     assert grid.best_params_ == {"lr": 2e-2}
     held_out = [
-        IdentifiableFlowICA(epochs=2, random_state=0).fit(x[train], u[train]).score(x[test], u[test])
+        IdentifiableFlowICA(epochs=2, batch_size=64, random_state=0).fit(x[train], u[train]).score(x[test], u[test])
         for train, test in folds.split(x)
     ]
     assert grid.cv_results_["mean_test_score"][0] == pytest.approx(np.mean(held_out))
-    assert grid.cv_results_["mean_test_score"][1] < grid.cv_results_["mean_test_score"][0] - 0.05  # measured 0.11
+    assert grid.cv_results_["mean_test_score"][1] < grid.cv_results_["mean_test_score"][0] - 0.3  # measured 0.78
 
 
 def test_ivae_transform_needs_u_and_keeps_row_order(synthetic):

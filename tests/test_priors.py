@@ -102,7 +102,7 @@ def test_linear_coefficient_is_unconstrained():
     with torch.no_grad():
         prior.net.table.copy_(torch.tensor([[-3.0, 0.0, 2.0, 0.0]]))
     eta = prior.natural_params(torch.tensor([0]))
-    mean, _ = Gaussian.mean_variance(eta)
+    mean, _ = FAMILIES["gauss"].moments(eta)
     assert mean[0, 0] < 0 < mean[0, 1]
 
 

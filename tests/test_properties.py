@@ -19,8 +19,9 @@ from scipy import integrate, stats
 from iflow.models.build import MODELS, build_model
 from iflow.config import ModelConfig
 from iflow.data.dataset import AuxSpec
-from iflow.flows.build import FLOWS, build_flow
+from iflow.flows.build import FLOWS, build_flow, options_for
 from iflow.priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
+from tests.helpers import autograd_logabsdet, randomize
 
 
 @dataclass(frozen=True)
@@ -32,23 +33,6 @@ class Tolerance:
 TOLERANCES = {torch.float32: Tolerance(inverse=2e-4, logdet=2e-3), torch.float64: Tolerance(inverse=1e-9, logdet=1e-8)}
 DTYPES = st.sampled_from(sorted(TOLERANCES, key=str))
 SETTINGS = settings(max_examples=40, deadline=None, derandomize=True)
-
-
-def randomize(module: torch.nn.Module, seed: int, scale: float) -> None:
-    """Move every parameter off its (identity or zero) initialisation."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=generator, dtype=torch.float64).to(p.dtype))
-
-
-def autograd_logabsdet(fn, x: torch.Tensor) -> torch.Tensor:
-    """log|det d fn(x) / dx| per row of ``x``, from the full autograd Jacobian."""
-    rows = []
-    for row in x:
-        jacobian = torch.autograd.functional.jacobian(lambda r: fn(r.unsqueeze(0))[0].squeeze(0), row)
-        rows.append(torch.linalg.slogdet(jacobian)[1])
-    return torch.stack(rows)
 
 
 def assert_close(actual: torch.Tensor, expected: torch.Tensor, tol: float, what: str) -> None:
@@ -86,7 +70,8 @@ flow_cases = st.fixed_dictionaries(
 @given(case=flow_cases)
 def test_every_flow_and_its_transforms_invert_with_exact_logdet(case: dict) -> None:
     torch.manual_seed(case["seed"])
-    flow = build_flow(case["name"], case["dim"], depth=case["depth"], hidden=8, bins=5).to(case["dtype"]).eval()
+    options = options_for(case["name"], {"depth": case["depth"], "hidden": 8, "bins": 5})
+    flow = build_flow(case["name"], case["dim"], **options).to(case["dtype"]).eval()
     randomize(flow, case["seed"], case["scale"])
     generator = torch.Generator().manual_seed(case["seed"])
     x = case["spread"] * torch.randn(case["batch"], case["dim"], generator=generator, dtype=torch.float64)
@@ -99,7 +84,12 @@ def test_every_flow_and_its_transforms_invert_with_exact_logdet(case: dict) -> N
 
 
 def model_config(model: str, flow: str, prior: str, dim: int, aux: AuxSpec) -> ModelConfig:
-    return ModelConfig(model=model, flow=flow, prior=prior, dim=dim, depth=1, hidden=8, bins=5, aux=aux)
+    """A small config of ``model``, with the options the model and its flow read."""
+    reads = MODELS[model].options
+    options = {"flow": flow, "prior": prior, "depth": 1, "hidden": 8, "bins": 5}
+    if "flow" in reads:  # a flow model: the options its flow takes
+        options = {"flow": flow, "prior": prior, **options_for(flow, options)}
+    return ModelConfig(model=model, dim=dim, aux=aux, **{k: v for k, v in options.items() if k in reads})
 
 
 model_cases = st.fixed_dictionaries(
@@ -162,7 +152,7 @@ def test_every_model_is_finite_trainable_and_reloads_exactly(case: dict) -> None
     assert torch.equal(reloaded.log_prob(x, u), log_prob.detach())
     assert torch.equal(reloaded.encode(x, u), model.encode(x, u))
 
-    if getattr(model, "exact_likelihood", False):  # invertible models: decode undoes encode
+    if model.likelihood == "exact":  # invertible models: decode undoes encode
         with torch.no_grad():
             assert_close(model.decode(model.encode(x, u)), x, TOLERANCES[case["dtype"]].inverse, "decode(encode(x))")
 

@@ -10,7 +10,7 @@ from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
 from iflow.selection import train_with_restarts
 from iflow.data.synthetic import SyntheticConfig, generate
-from iflow.train.trainer import TrainResult
+from iflow.training.trainer import TrainResult
 
 # Fake restarts: validation log-likelihood by training seed, and an MCC that disagrees with it,
 # so a selection by MCC (forbidden) would pick another run than a selection by likelihood.

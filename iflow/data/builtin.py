@@ -8,6 +8,7 @@ training splits off its own validation rows and ``eval`` scores the whole file.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -35,8 +36,7 @@ def load_toy(name: str, split: str) -> Dataset:
     x = density.sample(TOY_SIZES[split], np.random.default_rng(TOY_SEEDS[split]))
     log_p = density.log_prob(x) if density.has_density else None
     data = make_dataset(x, np.zeros(len(x), dtype=np.int64), true_log_likelihood=log_p, name=f"{name} ({split} split)")
-    data.entropy = toy_entropy(name) if density.has_density else None
-    return data
+    return replace(data, entropy=toy_entropy(name) if density.has_density else None)
 
 
 def is_builtin(spec: str) -> bool:

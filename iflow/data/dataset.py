@@ -30,7 +30,7 @@ class AuxSpec:
         return f"u: {self.aux_dim}-dim floats -> prior parameters from an MLP"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Dataset:
     """``x: (n, d)`` float32, ``u: (n,)`` int64 or ``(n, m)`` float32, ``s: (n, k)`` or None.
 
@@ -40,6 +40,8 @@ class Dataset:
     training, fresh per batch, and in evaluation, with a fixed seed), 0 for continuous x;
     ``bounds``: (lo, hi) range of the dequantised x, mapped to [0, 1) by a fixed affine map;
     ``image_shape``: (C, H, W) when each row of x is a flattened image.
+
+    Frozen: derive a changed data set with :func:`dataclasses.replace`.
     """
 
     x: np.ndarray
@@ -70,6 +72,8 @@ class Standardizer:
 
     @classmethod
     def fit(cls, x: np.ndarray) -> Standardizer:
+        """Mean and standard deviation of ``x: (n, d)``, in float64 (exact through config.json)."""
+        x = np.asarray(x, dtype=np.float64)
         std = x.std(0)
         return cls(x.mean(0), np.where(std > 0, std, 1.0))
 

@@ -1,4 +1,4 @@
-"""Discrete data as densities: uniform dequantisation, the logit map for bounded data, bits/dim.
+"""Discrete data as densities: uniform dequantisation and its convention for bits/dim.
 
 Convention for data on K integer levels (digits: K = 17 grey levels 0..16).
 A pixel value v becomes x = v + e, e ~ U(0, 1), so x lies in [0, K) with unit
@@ -12,29 +12,22 @@ and the reported figure is the dequantised negative log-likelihood per dimension
 
 The model itself sees y = x / K in [0, 1)^d (a fixed affine map, log|det| =
 -d log K, added back before reporting) and, inside the flow, the fixed logit
-map :class:`UnitLogit`, whose log-determinant is part of the flow's.
+map :class:`~iflow.flows.unit_logit.UnitLogit`, whose log-determinant is part of
+the flow's. Bits/dim is :func:`iflow.metrics.bits_per_dim`.
 A model uniform on [0, K)^d scores exactly log2(K) bits/dim.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from nflows.transforms import Transform
 from torch import Tensor
 
 from .dataset import Dataset
 
 EVAL_SEED = 0
-
-
-def bits_per_dim(log_likelihood: float, dim: int) -> float:
-    """-log p(x) / (d ln 2) for a mean log-likelihood in nats on the data's own scale."""
-    return -log_likelihood / (dim * math.log(2))
 
 
 def dequantize(x: Tensor, width: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
@@ -49,27 +42,3 @@ def dequantized(data: Dataset, seed: int = EVAL_SEED) -> Dataset:
         return data
     noise = np.random.default_rng(seed).random(data.x.shape)
     return replace(data, x=(data.x + data.dequantize * noise).astype(np.float32), dequantize=0.0)
-
-
-class UnitLogit(Transform):
-    """Fixed map [0, 1)^d -> R^d: y = logit(alpha + (1 - 2 alpha) x) (RealNVP's preprocessing).
-
-    log|dy/dx| = log(1 - 2 alpha) - log s - log(1 - s), s = alpha + (1 - 2 alpha) x.
-    Works on any shape ``(batch, ...)``; no parameters.
-    """
-
-    def __init__(self, alpha: float = 0.05):
-        super().__init__()
-        self.alpha = alpha
-
-    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        s = self.alpha + (1 - 2 * self.alpha) * inputs
-        outputs = torch.log(s) - torch.log1p(-s)
-        logabsdet = math.log(1 - 2 * self.alpha) - torch.log(s) - torch.log1p(-s)
-        return outputs, logabsdet.reshape(inputs.shape[0], -1).sum(-1)
-
-    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        s = torch.sigmoid(inputs)
-        outputs = (s - self.alpha) / (1 - 2 * self.alpha)
-        logabsdet = F.logsigmoid(inputs) + F.logsigmoid(-inputs) - math.log(1 - 2 * self.alpha)
-        return outputs, logabsdet.reshape(inputs.shape[0], -1).sum(-1)

@@ -9,6 +9,8 @@ read them: dequantise with unit bins (x + U(0, 1), range [0, 17)), map to
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .dataset import Dataset, make_dataset
@@ -33,5 +35,4 @@ def load_digits(split: str) -> Dataset:
     bunch = sklearn_digits()
     rows = split_rows(len(bunch.target))[split]
     data = make_dataset(bunch.data[rows], bunch.target[rows], name=f"digits ({split} split)")
-    data.dequantize, data.bounds, data.image_shape = 1.0, (0.0, float(LEVELS)), SHAPE
-    return data
+    return replace(data, dequantize=1.0, bounds=(0.0, float(LEVELS)), image_shape=SHAPE)

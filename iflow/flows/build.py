@@ -19,6 +19,7 @@ Four nflows pieces are replaced here, each for a measured reason:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 
@@ -153,14 +154,14 @@ def _check_dim(dim: int) -> None:
         raise ValueError(f"coupling flows need at least 2 dimensions, got {dim}")
 
 
-def realnvp(dim: int, depth: int = 6, hidden: int = 64, **_: object) -> CompositeTransform:
+def realnvp(dim: int, depth: int = 6, hidden: int = 64) -> CompositeTransform:
     """RealNVP: affine couplings with alternating masks."""
     _check_dim(dim)
     net = residual_net_factory(hidden)
     return CompositeTransform([AffineCoupling(alternating_mask(dim, i % 2), net) for i in range(depth)])
 
 
-def glow(dim: int, depth: int = 6, hidden: int = 64, **_: object) -> CompositeTransform:
+def glow(dim: int, depth: int = 6, hidden: int = 64) -> CompositeTransform:
     """Glow-style steps: actnorm, invertible LU linear, affine coupling."""
     _check_dim(dim)
     net = residual_net_factory(hidden)
@@ -171,7 +172,7 @@ def glow(dim: int, depth: int = 6, hidden: int = 64, **_: object) -> CompositeTr
 
 
 def spline(
-    dim: int, depth: int = 6, hidden: int = 64, bins: int = 8, tail_bound: float = 4.0, **_: object
+    dim: int, depth: int = 6, hidden: int = 64, bins: int = 8, tail_bound: float = 4.0
 ) -> CompositeTransform:
     """Rational-quadratic spline couplings (linear tails) between LU linear layers."""
     _check_dim(dim)
@@ -186,7 +187,7 @@ def spline(
     return CompositeTransform(steps)
 
 
-def mlp(dim: int, depth: int = 4, bins: int = 16, tail_bound: float = 4.0, **_: object) -> CompositeTransform:
+def mlp(dim: int, depth: int = 4, bins: int = 16, tail_bound: float = 4.0) -> CompositeTransform:
     """Invertible MLP: LU linear layers between elementwise monotone splines.
 
     ``depth`` nonlinear layers: (linear, spline) x depth, then a final linear.
@@ -208,10 +209,36 @@ FLOWS: dict[str, Callable[..., CompositeTransform]] = {
 }
 
 
+def builder_options(builder: Callable) -> set[str]:
+    """The keyword options a flow builder takes (its parameters after the dimension or shape)."""
+    return set(list(inspect.signature(builder).parameters)[1:])
+
+
+def options_for(name: str, options: dict) -> dict:
+    """The entries of ``options`` that flow ``name`` takes: one set of options for several flows (a sweep)."""
+    return {k: v for k, v in options.items() if k in builder_options(FLOWS[name])}
+
+
+def check_options(builder: Callable, name: str, options: dict) -> None:
+    """ValueError naming the options ``builder`` does not take (none is silently dropped)."""
+    unknown = sorted(set(options) - builder_options(builder))
+    if unknown:
+        raise ValueError(f"flow {name!r} takes no option {', '.join(unknown)}")
+
+
 def build_flow(name: str, dim: int, **options: object) -> CompositeTransform:
-    """Build a flow by name (see ``FLOWS``) for ``dim``-dimensional vectors."""
+    """Build a flow by name (see ``FLOWS``) for ``dim``-dimensional vectors.
+
+    ``options``: keyword arguments of the builder (depth, hidden, bins, tail_bound as it takes them).
+    """
     try:
         builder = FLOWS[name]
     except KeyError:
         raise ValueError(f"unknown flow {name!r}; choose from {sorted(FLOWS)}") from None
+    check_options(builder, name, options)
     return builder(dim, **options)
+
+
+def last_step(flow: Transform) -> Transform:
+    """The last transform a flow applies (data -> latents): the flow itself unless it is a composite."""
+    return flow._transforms[-1] if isinstance(flow, CompositeTransform) else flow

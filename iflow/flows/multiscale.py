@@ -97,7 +97,7 @@ class ImageFlow(Transform):
 
 
 def image_glow(
-    shape: tuple[int, int, int], scales: int = 2, depth: int = 4, hidden: int = 64, **_: object
+    shape: tuple[int, int, int], scales: int = 2, depth: int = 4, hidden: int = 64
 ) -> ImageFlow:
     """The multi-scale Glow on flat vectors of images of ``shape``; ``depth`` steps per scale."""
     return ImageFlow(shape, multiscale_glow(shape, scales, depth, hidden))

@@ -1,21 +1,29 @@
-"""Build a model from its :class:`~iflow.config.ModelConfig` (the one place models are named)."""
+"""Build a model from its :class:`~iflow.config.ModelConfig`: the registry that names every model.
+
+Each entry says which options of the config the model reads (:data:`MODELS`); an option
+given to a model that does not read it is an error, and is left out of ``config.json``.
+Adding a model is one file with a class that follows :class:`~iflow.protocols.Model`
+plus one entry here.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 
 from nflows.transforms import CompositeTransform, Transform
-from torch import nn
 
 from ..config import ENCODERS, ModelConfig
-from .decoders import OBSERVATIONS, build_observation
-from ..data.dequantization import UnitLogit
-from ..errors import UserError
-from ..flows.build import FLOWS, build_flow
+from ..errors import UserError, param
+from ..flows.build import FLOWS, build_flow, check_options
 from ..flows.multiscale import image_glow
-from .vae import VAE, GaussianEncoder
+from ..flows.unit_logit import UnitLogit
+from ..networks import mlp
+from ..priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
+from ..protocols import Model
+from .decoders import OBSERVATIONS, build_observation
 from .identifiable_flow import IdentifiableFlow
-from ..priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior, mlp
+from .vae import VAE, GaussianEncoder
 
 
 def conditional_prior(config: ModelConfig, dim: int) -> ConditionalExpFamilyPrior:
@@ -24,40 +32,42 @@ def conditional_prior(config: ModelConfig, dim: int) -> ConditionalExpFamilyPrio
 
 
 def flow_for(config: ModelConfig) -> Transform:
-    """The flow a config names; multi-scale on image data with ``--flow glow``; logit first on [0, 1) data."""
+    """The flow a config names; multi-scale on image data with flow glow; logit first on [0, 1) data."""
     if config.flow == "glow" and config.image_shape is not None:
+        check_options(image_glow, "glow (multi-scale)", config.flow_options())
         flow: Transform = image_glow(config.image_shape, **config.flow_options())
     else:
         flow = build_flow(config.flow, config.dim, **config.flow_options())
     return CompositeTransform([UnitLogit(), flow]) if config.unit_interval else flow
 
 
-def identifiable_flow(config: ModelConfig) -> nn.Module:
+def identifiable_flow(config: ModelConfig) -> Model:
     return IdentifiableFlow(flow_for(config), conditional_prior(config, config.dim))
 
 
-def unconditional_flow(config: ModelConfig) -> nn.Module:
+def unconditional_flow(config: ModelConfig) -> Model:
     return IdentifiableFlow(flow_for(config), StandardNormalPrior(config.dim))
 
 
-VAE_LAYERS = 3  # hidden layers of encoder and decoder when --depth is not given
-VAE_BETA = {"ivae": 1.0, "vae": 1.0, "betavae": 4.0, "tcvae": 6.0}  # default beta per model
+VAE_LAYERS = 3  # hidden layers of encoder and decoder when depth is not given
+VAE_HIDDEN = 64  # their width when hidden is not given
 
 
-def vae_family(config: ModelConfig) -> nn.Module:
-    """iVAE (conditional prior, encoder sees u) or a baseline (N(0, I) prior, q(z | x)) on the same networks."""
+def vae_family(config: ModelConfig, identifiable: bool, beta: float, tc: bool) -> Model:
+    """iVAE (``identifiable``: conditional prior, encoder sees u) or a baseline (N(0, I) prior,
+    q(z | x)) on the same networks; ``beta`` is the default KL (``tc``: total-correlation) weight."""
     latent = config.latent_dim or config.dim
     layers = VAE_LAYERS if config.depth is None else config.depth
-    identifiable = config.model == "ivae"
+    hidden = VAE_HIDDEN if config.hidden is None else config.hidden
     product = config.encoder == "product"  # u then enters q only through the prior factor
     prior = conditional_prior(config, latent) if identifiable else StandardNormalPrior(latent)
     return VAE(
-        GaussianEncoder(config.dim, latent, config.aux if identifiable and not product else None, config.hidden, layers),
-        mlp(latent, config.dim, config.hidden, layers),
+        GaussianEncoder(config.dim, latent, config.aux if identifiable and not product else None, hidden, layers),
+        mlp(latent, config.dim, hidden, layers),
         build_observation(config.obs, config.dim, config.noise_var, config.learn_noise),
         prior,
-        beta=VAE_BETA[config.model] if config.beta is None else config.beta,
-        tc=config.model == "tcvae",
+        beta=beta if config.beta is None else config.beta,
+        tc=tc,
         anneal_steps=config.anneal_steps,
         iw_samples=config.iw_samples,
         train_samples=config.train_samples,
@@ -65,64 +75,113 @@ def vae_family(config: ModelConfig) -> nn.Module:
     )
 
 
+FLOW_OPTIONS = frozenset({"flow", "depth", "hidden", "bins", "tail_bound"})
+VAE_OPTIONS = frozenset(
+    {"depth", "hidden", "latent_dim", "obs", "noise_var", "learn_noise", "beta", "anneal_steps", "iw_samples",
+     "train_samples", "encoder"}
+)  # fmt: skip
+OPTIONS = FLOW_OPTIONS | VAE_OPTIONS | {"prior"}  # the fields of ModelConfig that only some models read
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its builder and the options (fields of ModelConfig) it reads."""
+
+    build: Callable[[ModelConfig], Model]
+    options: frozenset[str]
+    variational: bool = False  # trained on a bound (the VAE family): importance-weighted options apply
+
+
+def vae_entry(identifiable: bool, beta: float = 1.0, tc: bool = False) -> ModelEntry:
+    options = VAE_OPTIONS | {"prior"} if identifiable else VAE_OPTIONS
+    return ModelEntry(lambda config: vae_family(config, identifiable, beta, tc), options, variational=True)
+
+
+MODELS: dict[str, ModelEntry] = {
+    "iflow": ModelEntry(identifiable_flow, FLOW_OPTIONS | {"prior"}),
+    "flow": ModelEntry(unconditional_flow, FLOW_OPTIONS),
+    "ivae": vae_entry(identifiable=True),
+    "vae": vae_entry(identifiable=False),
+    "betavae": vae_entry(identifiable=False, beta=4.0),
+    "tcvae": vae_entry(identifiable=False, beta=6.0, tc=True),
+}
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in MODELS:
+        raise UserError(f"unknown {param('model')} {name!r}; choose from {sorted(MODELS)}")
+    return MODELS[name]
+
+
+def readers(option: str) -> str:
+    """The models that read ``option``, for messages."""
+    names = [name for name, entry in MODELS.items() if option in entry.options]
+    family = all(MODELS[name].variational for name in names)
+    return f"the VAE family ({', '.join(names)})" if family else f"models {', '.join(names)}"
+
+
+def unused_options(config: ModelConfig) -> list[str]:
+    """Options set away from their defaults that the config's model does not read."""
+    defaults = ModelConfig()
+    reads = model_entry(config.model).options
+    unused = [name for name in sorted(OPTIONS - reads) if getattr(config, name) != getattr(defaults, name)]
+    return [name for name in unused if not (name == "latent_dim" and config.latent_dim == config.dim)]
+
+
+def applicable_fields(config: ModelConfig) -> set[str]:
+    """The fields of ``config`` that describe its model (what ``config.json`` records)."""
+    return {f.name for f in fields(ModelConfig)} - (OPTIONS - model_entry(config.model).options)
+
+
 def check_model_options(config: ModelConfig) -> None:
-    """Raise :class:`UserError` for VAE options out of range or given to a flow."""
+    """:class:`UserError` for names that are not registered, options out of range, and options
+    given to a model that does not read them."""
+    entry = model_entry(config.model)
+    for name in unused_options(config):
+        value = getattr(config, name)
+        given = f"{param(name)} {value}" if isinstance(value, str) else param(name)
+        raise UserError(f"{given} is for {readers(name)}; {param('model')} {config.model} does not use it")
+    if "flow" in entry.options and config.flow not in FLOWS:
+        raise UserError(f"unknown {param('flow')} {config.flow!r}; choose from {sorted(FLOWS)}")
+    if "prior" in entry.options and config.prior not in FAMILIES:
+        raise UserError(f"unknown {param('prior')} {config.prior!r}; choose from {sorted(FAMILIES)}")
+    if entry.variational:
+        check_vae_options(config)
+
+
+def check_vae_options(config: ModelConfig) -> None:
     checks = [
-        (config.obs in OBSERVATIONS, f"unknown --obs {config.obs!r}; choose from {list(OBSERVATIONS)}"),
-        (config.noise_var > 0, f"--noise-var must be > 0, got {config.noise_var}"),
-        (config.beta is None or config.beta > 0, f"--beta must be > 0, got {config.beta}"),
-        (config.anneal_steps >= 0, f"--anneal-steps must be >= 0, got {config.anneal_steps}"),
-        (config.iw_samples >= 1, f"--iw-samples must be >= 1, got {config.iw_samples}"),
-        (config.train_samples >= 1, f"--train-samples must be >= 1, got {config.train_samples}"),
-        (config.latent_dim >= 0, f"--latent-dim must be >= 1, got {config.latent_dim}"),
-        (config.encoder in ENCODERS, f"unknown --encoder {config.encoder!r}; choose from {list(ENCODERS)}"),
+        (config.obs in OBSERVATIONS, f"unknown {param('obs')} {config.obs!r}; choose from {list(OBSERVATIONS)}"),
+        (config.noise_var > 0, f"{param('noise_var')} must be > 0, got {config.noise_var}"),
+        (config.beta is None or config.beta > 0, f"{param('beta')} must be > 0, got {config.beta}"),
+        (config.anneal_steps >= 0, f"{param('anneal_steps')} must be >= 0, got {config.anneal_steps}"),
+        (config.iw_samples >= 1, f"{param('iw_samples')} must be >= 1, got {config.iw_samples}"),
+        (config.train_samples >= 1, f"{param('train_samples')} must be >= 1, got {config.train_samples}"),
+        (config.latent_dim >= 0, f"{param('latent_dim')} must be >= 1, got {config.latent_dim}"),
+        (config.encoder in ENCODERS, f"unknown {param('encoder')} {config.encoder!r}; choose from {list(ENCODERS)}"),
+        (
+            config.encoder != "product" or config.model != "ivae" or FAMILIES[config.prior].gaussian,
+            f"{param('encoder')} product multiplies by a Gaussian prior: use {param('prior')} gauss or gauss-var, "
+            f"not {config.prior}",
+        ),
     ]
-    if config.encoder == "product":
-        checks += [
-            (config.model in VAE_BETA, "--encoder product is for the VAE family; flows have no encoder"),
-            (
-                config.model != "ivae" or config.prior in ("gauss", "gauss-var"),
-                f"--encoder product multiplies by a Gaussian prior: use --prior gauss or gauss-var, not {config.prior}",
-            ),
-        ]
     if config.train_samples > 1:
-        beta = VAE_BETA.get(config.model, 1.0) if config.beta is None else config.beta
-        plain_elbo = config.model != "tcvae" and beta == 1.0 and config.anneal_steps == 0
+        plain_elbo = config.model in ("ivae", "vae") and config.beta in (None, 1.0) and config.anneal_steps == 0
         weights = (
-            f"--train-samples {config.train_samples} trains the importance-weighted bound, which has no beta, "
-            "total-correlation or annealing weight; use --model ivae or vae with --beta 1 and --anneal-steps 0"
+            f"{param('train_samples')} {config.train_samples} trains the importance-weighted bound, which has no "
+            f"beta, total-correlation or annealing weight; use {param('model')} ivae or vae with {param('beta')} 1 "
+            f"and {param('anneal_steps')} 0"
         )
-        checks += [
-            (config.model in VAE_BETA, "--train-samples is for the VAE family; flows train on the exact likelihood"),
-            (plain_elbo, weights),
-        ]
-    if config.model not in VAE_BETA:
-        checks += [
-            (config.latent_dim in (0, config.dim), "--latent-dim is for the VAE family; flows have d latents"),
-            (config.obs == "gaussian", f"--obs {config.obs} is for the VAE family; flows model continuous x"),
-        ]
+        checks.append((plain_elbo, weights))
     for ok, message in checks:
         if not ok:
             raise UserError(message)
 
 
-MODELS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "iflow": identifiable_flow,
-    "flow": unconditional_flow,
-    **{name: vae_family for name in VAE_BETA},
-}
-
-
-def build_model(config: ModelConfig) -> nn.Module:
-    """Instantiate the model a config describes; unknown names raise :class:`UserError`."""
-    if config.model not in MODELS:
-        raise UserError(f"unknown --model {config.model!r}; choose from {sorted(MODELS)}")
-    if config.flow not in FLOWS:
-        raise UserError(f"unknown --flow {config.flow!r}; choose from {sorted(FLOWS)}")
-    if config.prior not in FAMILIES:
-        raise UserError(f"unknown --prior {config.prior!r}; choose from {sorted(FAMILIES)}")
+def build_model(config: ModelConfig) -> Model:
+    """Instantiate the model a config describes; bad names or options raise :class:`UserError`."""
     check_model_options(config)
     try:
-        return MODELS[config.model](config)
+        return MODELS[config.model].build(config)
     except ValueError as exc:  # a builder refusing its arguments, e.g. a coupling flow on 1-D data
-        raise UserError(f"--model {config.model} --flow {config.flow}: {exc}") from None
+        raise UserError(f"{param('model')} {config.model}, {param('flow')} {config.flow}: {exc}") from None

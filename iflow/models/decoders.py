@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import UserError
+from ..errors import UserError, param
 from ..priors import LOG_2PI
 
 
@@ -84,15 +84,15 @@ def build_observation(name: str, dim: int, noise_var: float = 0.01, learn_noise:
         return BernoulliObservation()
     if name == "poisson":
         return PoissonObservation()
-    raise UserError(f"unknown --obs {name!r}; choose from {list(OBSERVATIONS)}")
+    raise UserError(f"unknown {param('obs')} {name!r}; choose from {list(OBSERVATIONS)}")
 
 
 def check_observations(x: np.ndarray, name: str, source: str) -> None:
     """Raise :class:`UserError` when ``x`` cannot come from the observation model ``name``."""
     if name == "bernoulli" and not np.all((x == 0) | (x == 1)):
         raise UserError(
-            f"{source}: --obs bernoulli needs x in {{0, 1}}, found values such as {x[(x != 0) & (x != 1)][0]}"
+            f"{source}: {param('obs')} bernoulli needs x in {{0, 1}}, found values such as {x[(x != 0) & (x != 1)][0]}"
         )
     if name == "poisson" and not np.all((x >= 0) & (x == np.round(x))):
         bad = x[(x < 0) | (x != np.round(x))][0]
-        raise UserError(f"{source}: --obs poisson needs non-negative integer counts in x, found {bad}")
+        raise UserError(f"{source}: {param('obs')} poisson needs non-negative integer counts in x, found {bad}")

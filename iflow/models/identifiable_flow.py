@@ -11,18 +11,22 @@ flow baseline.
 from __future__ import annotations
 
 import torch
-from nflows.transforms import CompositeTransform
+from nflows.transforms import Transform
 from torch import Tensor, nn
 
-from ..priors import repeat_condition
+from ..flows.build import LULinear, last_step
+from ..protocols import ConditionalPrior
+from ..runtime import batched
 
 
 class IdentifiableFlow(nn.Module):
     """``x: (batch, dim)``, ``u: (batch,)`` labels or ``(batch, aux_dim)`` floats."""
 
-    exact_likelihood = True
+    likelihood = "exact"
+    encode_kind = "z = g(x)"
+    sample_kind = "draws from p(x | u)"
 
-    def __init__(self, flow: CompositeTransform, prior: nn.Module):
+    def __init__(self, flow: Transform, prior: ConditionalPrior):
         super().__init__()
         self.flow = flow
         self.prior = prior
@@ -49,7 +53,13 @@ class IdentifiableFlow(nn.Module):
         return self.flow.inverse(z)[0]
 
     @torch.no_grad()
-    def sample(self, n: int, u: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
-        """``n`` draws of x from p(x | u): ``(n, dim)``; ``u`` is one condition or ``n`` of them."""
-        device = next(self.parameters()).device
-        return self.decode(self.prior.sample(repeat_condition(n, u, device), generator))
+    def fit_prior(self, x: Tensor, u: Tensor, z: Tensor | None = None) -> None:
+        """The prior's maximum-likelihood parameters given the latents ``z = g(x)`` (computed if not given)."""
+        self.prior.fit_labels(batched(self.encode, x) if z is None else z, u)
+
+    def final_linear(self) -> LULinear | None:
+        """The flow's last step when it is an LU linear layer and the prior a Gaussian label prior."""
+        step = last_step(self.flow)
+        if not isinstance(step, LULinear) or not (self.prior.fits_labels and self.prior.family.gaussian):
+            return None
+        return step

@@ -29,7 +29,10 @@ import torch
 from torch import Tensor, nn
 
 from ..data.dataset import AuxSpec
-from ..priors import LOG_2PI, Gaussian, mlp, repeat_condition
+from ..networks import mlp
+from ..priors import LOG_2PI
+from ..protocols import ConditionalPrior
+from ..runtime import batched
 
 LOG_VAR_RANGE = (-12.0, 8.0)  # keeps exp(log_var) finite early in training
 INITIAL_LOG_VAR = -6.0  # posteriors start narrow, so early decoders see informative z (less collapse)
@@ -75,18 +78,11 @@ def gaussian_kl(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) ->
     return 0.5 * (torch.log(var_p / var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1).sum(-1)
 
 
-def prior_moments(prior: nn.Module, u: Tensor) -> tuple[Tensor, Tensor] | None:
+def prior_moments(prior: ConditionalPrior, u: Tensor) -> tuple[Tensor, Tensor] | None:
     """Mean and variance ``(batch, n)`` of a Gaussian prior p(z | u); None for other families."""
-    eta = prior.natural_params(u)
-    if prior.family_name in ("gauss", "standard-normal"):
-        return Gaussian.mean_variance(eta)
-    if prior.family_name == "gauss-var":
-        variance = -0.5 / eta[..., 0]
-        return torch.zeros_like(variance), variance
-    return None
-
-
-GAUSSIAN_FAMILIES = ("gauss", "gauss-var", "standard-normal")  # the families prior_moments knows
+    if not prior.family.gaussian:
+        return None
+    return prior.family.moments(prior.natural_params(u))
 
 
 def gaussian_product(mean_a: Tensor, var_a: Tensor, mean_b: Tensor, var_b: Tensor) -> tuple[Tensor, Tensor]:
@@ -138,7 +134,6 @@ class VAE(nn.Module):
             posterior collapses onto the prior) where v exceeds that spread.
     """
 
-    exact_likelihood = False
     sample_kind = "decoder mean E[x | z] at prior draws z ~ p(z | u)"
     encode_kind = "posterior mean E[z | x, u]"
 
@@ -147,7 +142,7 @@ class VAE(nn.Module):
         encoder: GaussianEncoder,
         decoder: nn.Module,
         observation: nn.Module,
-        prior: nn.Module,
+        prior: ConditionalPrior,
         beta: float = 1.0,
         tc: bool = False,
         anneal_steps: int = 0,
@@ -167,13 +162,13 @@ class VAE(nn.Module):
         self.train_samples = train_samples
         if train_samples > 1 and (beta != 1.0 or tc or anneal_steps > 0):
             raise ValueError("the importance-weighted objective (train_samples > 1) needs beta 1, no TC and no annealing")
-        if product_posterior and prior.family_name not in GAUSSIAN_FAMILIES:
-            raise ValueError(f"a product posterior needs a Gaussian prior, not {prior.family_name!r}")
+        if product_posterior and not prior.family.gaussian:
+            raise ValueError(f"a product posterior needs a Gaussian prior, not {prior.family.name!r}")
         self.product_posterior = product_posterior
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @property
-    def likelihood_estimator(self) -> str:
+    def likelihood(self) -> str:
         return f"importance-weighted lower bound, K = {self.iw_samples}"
 
     def posterior(self, x: Tensor, u: Tensor) -> tuple[Tensor, Tensor]:
@@ -258,7 +253,11 @@ class VAE(nn.Module):
         return self.observation.mean(self.decoder(z))
 
     @torch.no_grad()
-    def sample(self, n: int, u: Tensor | int, generator: torch.Generator | None = None) -> Tensor:
-        """Decoder means at ``n`` prior draws given ``u`` (one condition or ``n``): ``(n, d)``."""
-        device = next(self.parameters()).device
-        return self.decode(self.prior.sample(repeat_condition(n, u, device), generator))
+    def fit_prior(self, x: Tensor, u: Tensor, z: Tensor | None = None) -> None:
+        """The ELBO's M-step: each label's prior from the posteriors' expected statistics E_q[T(z)]
+        (``z`` is not used; with ``product_posterior`` an EM step, since q moves with the prior)."""
+        self.prior.fit_label_stats(batched(self.expected_prior_stats, x, u), u)
+
+    def final_linear(self) -> None:
+        """A VAE has no flow, so no linear refit."""
+        return None

@@ -11,18 +11,12 @@ from iflow.flows.build import (
     LULinear,
     alternating_mask,
     build_flow,
+    options_for,
     residual_net_factory,
 )
+from tests.helpers import randomize
 
 DIM = 5
-
-
-def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> None:
-    """Move every parameter away from its (identity) initialisation."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=gen, dtype=p.dtype))
 
 
 def single_transforms(dim: int = DIM) -> dict:
@@ -34,7 +28,7 @@ def single_transforms(dim: int = DIM) -> dict:
     }
 
 
-ALL = {**{f"flow:{name}": (lambda n=name: build_flow(n, DIM, depth=2, hidden=16)) for name in FLOWS},
+ALL = {**{f"flow:{name}": (lambda n=name: build_flow(n, DIM, **options_for(n, {"depth": 2, "hidden": 16}))) for name in FLOWS},
        **{name: (lambda n=name: single_transforms()[n]) for name in single_transforms()}}  # fmt: skip
 
 
@@ -48,9 +42,9 @@ def transform(request):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_round_trip(transform, dtype):
-    transform.to(dtype)
-    x = 2.5 * torch.randn(64, DIM, dtype=dtype, generator=torch.Generator().manual_seed(1))
+def test_round_trip(transform, dtype, device):
+    transform.to(device=device, dtype=dtype)
+    x = 2.5 * torch.randn(64, DIM, dtype=dtype, generator=torch.Generator().manual_seed(1)).to(device)
     z, logdet = transform(x)
     x_back, logdet_inv = transform.inverse(z)
     tol = 1e-4 if dtype == torch.float32 else 1e-10
@@ -112,7 +106,7 @@ def test_unknown_flow_and_too_small_dim():
 
 def test_gradients_reach_every_parameter():
     for name in FLOWS:
-        flow = build_flow(name, DIM, depth=2, hidden=8)
+        flow = build_flow(name, DIM, **options_for(name, {"depth": 2, "hidden": 8}))
         randomize(flow)
         flow.train()
         z, logdet = flow(torch.randn(32, DIM))

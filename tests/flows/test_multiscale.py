@@ -4,17 +4,9 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from iflow.data.dequantization import UnitLogit
+from iflow.flows.unit_logit import UnitLogit
 from iflow.flows.multiscale import OneByOneConvolution, image_glow
-
-
-def randomize(flow, seed=0):
-    """Move every parameter off its identity initialisation so the test sees a generic map."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in flow.parameters():
-            p.add_(0.1 * torch.randn(p.shape, generator=gen, dtype=p.dtype))
-    return flow
+from tests.helpers import randomize
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

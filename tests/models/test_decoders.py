@@ -77,9 +77,9 @@ def test_check_observations_rejects_impossible_data():
     check_observations(np.array([[0.0, 1.0]]), "bernoulli", "f.npz")
     check_observations(np.array([[0.0, 7.0]]), "poisson", "f.npz")
     check_observations(np.array([[-0.3, 7.5]]), "gaussian", "f.npz")
-    with pytest.raises(UserError, match=r"f\.npz: --obs bernoulli needs x in \{0, 1\}"):
+    with pytest.raises(UserError, match=r"f\.npz: obs bernoulli needs x in \{0, 1\}"):
         check_observations(np.array([[0.0, 0.5]]), "bernoulli", "f.npz")
-    with pytest.raises(UserError, match="f.npz: --obs poisson"):
+    with pytest.raises(UserError, match="f.npz: obs poisson"):
         check_observations(np.array([[2.0, -1.0]]), "poisson", "f.npz")
-    with pytest.raises(UserError, match="unknown --obs"):
+    with pytest.raises(UserError, match="unknown obs"):
         build_observation("laplace", 2)

@@ -6,7 +6,7 @@ from iflow.data.dataset import make_dataset
 from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior
-from iflow.train.trainer import fit, refit_prior, warm_start
+from iflow.training.trainer import fit, refit_prior, warm_start
 
 
 def segmented_data(seed=0):

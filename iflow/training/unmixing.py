@@ -21,11 +21,11 @@ that slow mode; it is maximum likelihood, and never looks at true sources.
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from ..flows.build import LULinear
+from ..protocols import ConditionalPrior
 
-CENTERED_FAMILIES = {"gauss": False, "gauss-var": True}  # families with this closed form
 RIDGE = 1e-6  # relative to the mean variance: keeps a degenerate label's S_k invertible
 SCATTER_CHUNK = 2**22  # entries of the outer products formed at once
 
@@ -87,26 +87,15 @@ def fit_unmixing(z: Tensor, u: Tensor, n_labels: int, centered: bool = False, ma
     return unmixing.detach()
 
 
-def final_linear_layer(model: nn.Module) -> LULinear | None:
-    """The flow's last step when it is an LU linear layer and the prior a Gaussian label prior, else None."""
-    steps = getattr(getattr(model, "flow", None), "_transforms", None)
-    prior = getattr(model, "prior", None)
-    if not steps or not isinstance(steps[-1], LULinear):
-        return None
-    if getattr(prior, "n_labels", None) is None or prior.family_name not in CENTERED_FAMILIES:
-        return None
-    return steps[-1]
-
-
-def refit_final_linear(model: nn.Module, z: Tensor, u: Tensor) -> Tensor | None:
-    """Compose the fitted unmixing into the flow's last linear layer (see :func:`final_linear_layer`).
+def refit_final_linear(layer: LULinear, prior: ConditionalPrior, z: Tensor, u: Tensor) -> Tensor | None:
+    """Compose the fitted unmixing into ``layer``, the flow's last linear step (the model's
+    :meth:`~iflow.protocols.Model.final_linear`), for its Gaussian label ``prior``.
 
     ``z: (N, n)`` latents of the current flow, ``u: (N,)`` labels. Returns the matrix M
     applied (latents change as z -> z M^T; refit the prior afterwards), or None when
     the identity was best.
     """
-    layer, prior = final_linear_layer(model), model.prior
-    unmixing = fit_unmixing(z, u, prior.n_labels, centered=CENTERED_FAMILIES[prior.family_name])
+    unmixing = fit_unmixing(z, u, prior.n_labels, centered=prior.family.centered)
     if torch.equal(unmixing, torch.eye(unmixing.shape[0], dtype=unmixing.dtype)):
         return None
     return layer.compose_left(unmixing)

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from iflow.train.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
+from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
 from iflow.cli import main
 from iflow.config import TrainConfig
 from iflow.data.dataset import make_dataset
@@ -22,7 +22,7 @@ from iflow.errors import UserError
 from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
-from iflow.train.trainer import TrainingInterrupted, fit
+from iflow.training.trainer import TrainingInterrupted, fit
 
 N, DIM = 400, 3
 OPTIONS = "--epochs 12 --batch-size 32 --flow realnvp --depth 2 --hidden 16 --threads 1".split()  # noqa: SIM905

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import TrainConfig
+from ..data.dataset import Dataset
 from ..errors import UserError
 from ..files import atomic_write
 
@@ -27,7 +29,7 @@ CHECKPOINT_VERSION = 1
 
 @dataclass
 class Checkpointing:
-    """Where and how often :func:`~iflow.train.trainer.fit` saves its state.
+    """Where and how often :func:`~iflow.training.trainer.fit` saves its state.
 
     ``every``: seconds between checkpoints (0: after every step); one is always
     written when training ends. ``resume``: continue from ``path`` if it exists.
@@ -38,6 +40,34 @@ class Checkpointing:
     every: float = 60.0
     resume: bool = False
     context: dict = field(default_factory=dict)
+
+    def save(self, state: dict) -> bool:
+        """Write ``state`` unless its model is not finite; True when written."""
+        if not all_finite(state["model"]):
+            return False
+        save_checkpoint(self.path, state)
+        return True
+
+
+def run_identity(data: Dataset, config: TrainConfig, context: dict) -> dict:
+    """What a checkpoint must match to be resumed: the options that change results, and the data."""
+    options = {k: v for k, v in asdict(config).items() if k not in ("device", "threads")}
+    return {"config": {**options, **context}, "data": data_fingerprint(data.x, data.u)}
+
+
+def check_same_run(saved: dict, identity: dict, path: Path) -> None:
+    """:class:`UserError` unless the checkpoint was made by the same options on the same data."""
+    if saved.get("identity", {}).get("data") != identity["data"]:
+        raise UserError(f"{path}: the checkpoint was made on different data; pass --overwrite to start again")
+    old = saved.get("identity", {}).get("config", {})
+    keys = sorted(set(old) | set(identity["config"]))
+    changed = [
+        f"{k} {old.get(k)!r} -> {identity['config'].get(k)!r}" for k in keys if old.get(k) != identity["config"].get(k)
+    ]
+    if changed:
+        raise UserError(
+            f"{path}: options differ from the checkpointed run ({', '.join(changed)}); pass --overwrite to start again"
+        )
 
 
 def rng_states(generator: torch.Generator) -> dict:

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from iflow.train.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite, load_checkpoint
+from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite, load_checkpoint
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
 from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
 from iflow.runs import train
-from iflow.train.trainer import LR_DECAY, MAX_RETRIES, TrainingDiverged, fit
+from iflow.training.trainer import LR_DECAY, MAX_RETRIES, TrainingDiverged, fit
 
 DIM = 3
 
@@ -50,7 +50,7 @@ class NanAt(IdentifiableFlow):
 def test_absurd_learning_rate_stops_with_a_clear_message_and_no_nan_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / CHECKPOINT_FILE
     config = TrainConfig(epochs=3, batch_size=50, lr=1e6)
-    with pytest.raises(TrainingDiverged, match=rf"diverged.*after {MAX_RETRIES} learning-rate reductions.*--lr"):
+    with pytest.raises(TrainingDiverged, match=rf"diverged.*after {MAX_RETRIES} learning-rate reductions.*lower lr"):
         fit(tiny_model(), tiny_data(), config, progress=False, checkpoint=Checkpointing(path, every=0))
     if path.exists():  # a checkpoint may hold a good state, but never a non-finite one
         assert all_finite(load_checkpoint(path)["model"])
@@ -59,7 +59,7 @@ def test_absurd_learning_rate_stops_with_a_clear_message_and_no_nan_checkpoint(t
 def test_a_nan_step_rolls_back_and_retries_with_a_smaller_learning_rate(caplog) -> None:
     config = TrainConfig(epochs=3, batch_size=50, lr=1e-3, schedule="constant")
     model = NanAt(bad_calls={5})  # 3 steps per epoch: the second step of epoch 2
-    with caplog.at_level(logging.WARNING, logger="iflow.train.trainer"):
+    with caplog.at_level(logging.WARNING, logger="iflow.training.trainer"):
         result = fit(model, tiny_data(), config, progress=False)
     assert [h["lr"] for h in result.history] == pytest.approx([1e-3, 1e-3 * LR_DECAY, 1e-3 * LR_DECAY])
     assert all(math.isfinite(h["train_loss"]) for h in result.history)
@@ -90,3 +90,13 @@ def test_same_seed_gives_bit_identical_weights() -> None:
     assert all(torch.equal(first[k], second[k]) for k in first)
     other = trained_weights(seed=8)
     assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_off_a_terminal_every_epoch_is_logged(caplog) -> None:
+    """Under nohup, SLURM or a log file there is no progress bar: one INFO line per epoch instead."""
+    config = TrainConfig(epochs=3, batch_size=50)
+    with caplog.at_level(logging.INFO, logger="iflow.training"):
+        fit(tiny_model(), tiny_data(), config, progress=True)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("iflow: epoch")]
+    assert [line.split(":")[1].strip() for line in lines] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+    assert all("val_ll" in line and "mcc" in line for line in lines)

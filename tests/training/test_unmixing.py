@@ -11,8 +11,9 @@ from iflow.metrics import mcc
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior
 from iflow.data.synthetic import SyntheticConfig, generate
-from iflow.train.trainer import fit, uses_linear_fit
-from iflow.train.unmixing import final_linear_layer, fit_unmixing, label_scatter, profiled_log_likelihood
+from iflow.training.epoch_end import uses_linear_fit
+from iflow.training.trainer import fit
+from iflow.training.unmixing import fit_unmixing, label_scatter, profiled_log_likelihood
 
 
 def segment_sources(centered: bool, seed: int = 0, labels: int = 20, per: int = 400, n: int = 3):
@@ -87,7 +88,7 @@ def flow_model(flow="spline", prior=None, dim=3, labels=10):
 def test_linear_fit_applies_only_where_it_is_defined():
     auto = TrainConfig()
     assert uses_linear_fit(flow_model(), auto)
-    assert final_linear_layer(flow_model("realnvp")) is None and not uses_linear_fit(flow_model("realnvp"), auto)
+    assert flow_model("realnvp").final_linear() is None and not uses_linear_fit(flow_model("realnvp"), auto)
     assert not uses_linear_fit(flow_model(prior=StandardNormalPrior(3)), auto)
     assert not uses_linear_fit(flow_model(prior=ConditionalExpFamilyPrior(3, "laplace", n_labels=10)), auto)
     assert not uses_linear_fit(flow_model(), TrainConfig(prior_fit="init"))
@@ -108,7 +109,7 @@ def test_training_with_the_linear_fit_unmixes_a_linear_mixture_in_one_epoch():
 def test_label_scatter_in_chunks_gives_the_same_sums(monkeypatch):
     s, u = segment_sources(False)
     whole = label_scatter(s, u, 20, centered=False)[1]
-    monkeypatch.setattr("iflow.train.unmixing.SCATTER_CHUNK", 7 * 9)  # 7 rows of 3 x 3 at a time
+    monkeypatch.setattr("iflow.training.unmixing.SCATTER_CHUNK", 7 * 9)  # 7 rows of 3 x 3 at a time
     chunked = label_scatter(s, u, 20, centered=False)[1]
     assert torch.equal(chunked, whole)
     direct = torch.stack([torch.cov(s[u == k].T, correction=0) for k in range(20)])

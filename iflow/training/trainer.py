@@ -1,0 +1,368 @@
+"""One trainer for every model: Adam, a learning-rate schedule, a validation split scored
+by log-likelihood, the best state kept, MCC on the full data when sources are known.
+
+:func:`fit` is an epoch loop over parts assembled once from the config: the steps
+(:meth:`Trainer.run_steps`), the refits after each epoch (:mod:`iflow.training.epoch_end`),
+validation, checkpoints (:class:`~iflow.training.checkpoint.Checkpointing`) and progress
+reports (:mod:`iflow.training.progress`). The trainer calls models only through
+:class:`~iflow.protocols.Model`.
+
+Reliability: non-finite losses roll back to the start of the epoch and retry with a
+smaller learning rate, checkpoints make killed runs resumable bit for bit,
+SIGINT/SIGTERM stop cleanly.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..config import TrainConfig
+from ..data.dataset import Dataset, split_indices
+from ..data.dequantization import dequantize
+from ..errors import UserError, param
+from ..protocols import Model
+from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
+from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
+from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
+from .progress import ProgressReport
+from .schedule import make_schedule, scale_learning_rate
+
+LR_DECAY = 0.1  # learning-rate factor after each divergence
+MAX_RETRIES = 3  # learning-rate reductions before giving up
+
+log = logging.getLogger(__name__)
+
+__all__ = ["fit", "uses_linear_fit", "warm_start", "refit_prior", "TrainResult", "TrainingDiverged"]
+
+
+@dataclass
+class TrainResult:
+    """``history``: one dict per epoch; ``best_epoch`` by validation log-likelihood."""
+
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_log_likelihood: float = -math.inf
+    seconds: float = 0.0
+
+
+class TrainingDiverged(UserError):
+    """The loss or a gradient stayed non-finite after every learning-rate reduction."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; the message says where the checkpoint was saved."""
+
+
+@dataclass
+class Progress:
+    """Where training stands: ``epoch`` epochs done and ``step`` steps of the next, in data ``order``."""
+
+    epoch: int = 0
+    step: int = 0
+    order: Tensor | None = None  # (n_train,) permutation of the current epoch
+    total: float = 0.0  # summed loss of the current epoch's steps
+    retries: int = 0  # learning-rate reductions after divergence so far
+    elapsed: float = 0.0  # seconds trained before the last checkpoint
+    best_state: dict | None = None
+    result: TrainResult = field(default_factory=TrainResult)
+
+
+def split_for_training(data: Dataset, config: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded (train, validation) rows; :class:`UserError` when they cannot fill a batch."""
+    split_seed = config.seed if config.split_seed is None else config.split_seed
+    train_idx, val_idx = split_indices(len(data), config.val_fraction, split_seed)
+    if len(train_idx) < config.batch_size:
+        raise UserError(
+            f"{data.source}: {len(train_idx)} training rows is fewer than one batch ({config.batch_size}); "
+            f"lower {param('batch_size')} or give more data"
+        )
+    if len(val_idx) == 0:
+        raise UserError(
+            f"{data.source}: {len(data)} rows leave no validation rows; raise {param('val_fraction')} or give more data"
+        )
+    return train_idx, val_idx
+
+
+def training_tensors(
+    data: Dataset, split: tuple[np.ndarray, np.ndarray], seed: int, device: torch.device
+) -> TrainingTensors:
+    """Tensors on ``device``; discrete data get one fixed dequantisation draw for validation and the refits."""
+    train_idx, val_idx = split
+    x, u = as_tensors(data.x, data.u, device)
+    x_train, x_val = x[train_idx], x[val_idx]
+    width = data.dequantize
+    discrete = bool(np.any(width))
+    if discrete:
+        x_val = dequantize(x_val, width, torch.Generator().manual_seed(seed + 1))
+    x_fit = dequantize(x_train, width, torch.Generator().manual_seed(seed + 2)) if discrete else x_train
+    return TrainingTensors(x, u, train_idx, x_train, u[train_idx], x_val, u[val_idx], x_fit, data.s, width)
+
+
+def refit_prior(model: Model, x: Tensor, u: Tensor) -> bool:
+    """The prior's closed-form M-step at the current model; False (nothing done) when it has none."""
+    if not (model.prior.fits_labels and u.dtype == torch.long):
+        return False
+    model.eval()
+    model.fit_prior(x, u)
+    return True
+
+
+def warm_start(model: Model, x: Tensor, u: Tensor) -> None:
+    """Data-dependent start: one training-mode pass (actnorm inits), then the prior's M-step."""
+    every = max(1, x.shape[0] // EVAL_BATCH)  # a strided subset spans all segments
+    model.train()
+    with torch.no_grad():
+        model.log_prob(x[::every], u[::every])
+    refit_prior(model, x, u)
+
+
+def mean_log_likelihood(model: Model, x: Tensor, u: Tensor) -> float:
+    """Mean log p(x | u) in nats (exact for flows, a bound for VAEs)."""
+    model.eval()
+    return float(batched(model.log_prob, x, u).mean())
+
+
+def train_step(model: Model, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float) -> float | None:
+    """One optimizer step; ``None`` (and no step) when the loss or the gradient norm is not finite."""
+    loss = model.loss(x, u)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+    value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
+    if not (math.isfinite(value) and math.isfinite(norm_value)):
+        return None
+    optimizer.step()
+    return value
+
+
+@contextmanager
+def stop_requests(enabled: bool) -> Iterator[list[int]]:
+    """Turn SIGINT/SIGTERM into a list of received signals, checked between steps."""
+    received: list[int] = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, frame: received.append(signum))
+    try:
+        yield received
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass
+class Trainer:
+    """The mutable state of one :func:`fit` call: steps, rollback, checkpoints, the epoch's end."""
+
+    model: Model
+    config: TrainConfig
+    tensors: TrainingTensors
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    generator: torch.Generator
+    progress: Progress
+    checkpoint: Checkpointing | None = None
+    identity: dict | None = None
+    epoch_start: dict | None = None  # the rollback point: the state when this epoch's order was drawn
+    clock_start: float = field(default_factory=time.perf_counter)
+    last_save: float = field(default_factory=time.monotonic)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.tensors.train_idx) // self.config.batch_size
+
+    def seconds(self) -> float:
+        return self.progress.elapsed + time.perf_counter() - self.clock_start
+
+    def capture(self) -> dict:
+        """A deep copy of everything the rest of training depends on."""
+        progress = {f.name: getattr(self.progress, f.name) for f in fields(Progress)}
+        progress.update(elapsed=self.seconds(), result=asdict(self.progress.result))
+        return copy.deepcopy(
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                "rng": rng_states(self.generator),
+                "progress": progress,
+            }
+        )
+
+    def restore(self, state: dict) -> None:
+        state = copy.deepcopy(state)  # loading aliases tensors, and a snapshot may be restored twice
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["schedule"])
+        restore_rng_states(state["rng"], self.generator)
+        progress = state["progress"]
+        self.progress = Progress(**{**progress, "result": TrainResult(**progress["result"])})
+        self.clock_start = time.perf_counter()
+
+    def resume(self) -> None:
+        """Continue from the checkpoint file, after checking that it is this run's."""
+        path = self.checkpoint.path
+        saved = load_checkpoint(path)
+        check_same_run(saved, self.identity, path)
+        try:
+            self.restore(saved)
+        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a checkpoint of a differently shaped model
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{path}: the checkpoint does not fit this model ({reason})") from None
+        self.epoch_start = saved.get("epoch_start") or self.capture()
+
+    def recover(self, where: str) -> None:
+        """Roll back to the start of the epoch with a smaller learning rate (at most ``MAX_RETRIES`` times)."""
+        retries = self.progress.retries + 1
+        if retries > MAX_RETRIES:
+            lr = self.optimizer.param_groups[0]["lr"]
+            raise TrainingDiverged(
+                f"training diverged: non-finite loss or gradient at {where}, still after {MAX_RETRIES} "
+                f"learning-rate reductions (to {lr:.3g}); lower {param('lr')} (was {self.config.lr:g}) or check the data"
+            )
+        self.restore(self.epoch_start)
+        self.progress.retries = retries
+        scale_learning_rate(self.optimizer, self.schedule, LR_DECAY)
+        log.warning(
+            "iflow: warning: non-finite loss or gradient at %s; rolled back, learning rate now %.3g (retry %d of %d)",
+            where, self.optimizer.param_groups[0]["lr"], retries, MAX_RETRIES,
+        )  # fmt: skip
+        self.epoch_start = self.capture()
+
+    def save(self) -> None:
+        """Write a checkpoint of the current state (never a non-finite one)."""
+        self.checkpoint.save({**self.capture(), "epoch_start": self.epoch_start, "identity": self.identity})
+        self.last_save = time.monotonic()
+
+    def checkpoint_due(self, stops: list[int]) -> bool:
+        every = self.checkpoint.every if self.checkpoint is not None else math.inf
+        return self.checkpoint is not None and (bool(stops) or time.monotonic() - self.last_save >= every)
+
+    def run_steps(self, stops: list[int]) -> bool:
+        """The rest of the current epoch's steps; False when a divergence rolled the epoch back."""
+        p, config, t = self.progress, self.config, self.tensors
+        if p.order is None:
+            p.order, p.total = torch.randperm(len(t.train_idx), generator=self.generator), 0.0
+            self.epoch_start = self.capture()
+        self.model.train()
+        order = p.order.to(t.x.device)
+        discrete = bool(np.any(t.dequantize))
+        while p.step < self.steps_per_epoch:
+            batch = order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
+            x_batch = dequantize(t.x_train[batch], t.dequantize, self.generator) if discrete else t.x_train[batch]
+            value = train_step(self.model, self.optimizer, x_batch, t.u_train[batch], config.clip_grad)
+            if value is None:
+                self.recover(f"epoch {p.epoch + 1}, step {p.step + 1}")
+                return False
+            self.schedule.step()
+            p.total += value
+            p.step += 1
+            if self.checkpoint_due(stops):
+                self.save()
+                if stops:
+                    raise TrainingInterrupted(f"checkpoint saved to {self.checkpoint.path}; continue with --resume")
+        return True
+
+    def end_epoch(self, refits: list) -> dict | None:
+        """Refits, validation and tracking after the steps; the epoch's record, or None after a rollback."""
+        p, t = self.progress, self.tensors
+        self.model.eval()
+        latents = EpochLatents(self.model, t)
+        if t.s is not None:
+            latents.all_rows()  # one pass serves the refits and MCC
+        for refit in refits:
+            refit(latents)
+        record = {
+            "epoch": p.epoch + 1,
+            "train_loss": p.total / self.steps_per_epoch,
+            "val_log_likelihood": mean_log_likelihood(self.model, t.x_val, t.u_val),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": self.seconds(),
+        }
+        if not math.isfinite(record["val_log_likelihood"]):
+            self.recover(f"the validation of epoch {p.epoch + 1}")
+            return None
+        if t.s is not None:
+            record["mcc"] = source_mcc(latents)
+        result = p.result
+        result.history.append(record)
+        if record["val_log_likelihood"] > result.best_val_log_likelihood:
+            result.best_val_log_likelihood = record["val_log_likelihood"]
+            result.best_epoch = p.epoch + 1
+            p.best_state = copy.deepcopy(self.model.state_dict())
+        p.epoch, p.step, p.order = p.epoch + 1, 0, None
+        return record
+
+
+def start_trainer(
+    model: Model, data: Dataset, config: TrainConfig, split: tuple[np.ndarray, np.ndarray], checkpoint: Checkpointing | None
+) -> Trainer:
+    """Seeded tensors, the warm start, optimizer and schedule; resumed from ``checkpoint`` when asked."""
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+    model.to(device)
+    tensors = training_tensors(data, split, config.seed, device)
+    if config.prior_fit in ("init", "epoch"):
+        warm_start(model, tensors.x_fit, tensors.u_train)
+    # foreach: one fused update over all parameters, not a Python loop (1.12x per step on the CPU, same values)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    steps = config.epochs * (len(tensors.train_idx) // config.batch_size)
+    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    progress = Progress(best_state=copy.deepcopy(model.state_dict()))
+    identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
+    trainer = Trainer(model, config, tensors, optimizer, make_schedule(optimizer, config, steps), generator, progress,
+                      checkpoint, identity)  # fmt: skip
+    if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
+        trainer.resume()
+    return trainer
+
+
+def fit(
+    model: Model,
+    data: Dataset,
+    config: TrainConfig,
+    progress: bool = True,
+    checkpoint: Checkpointing | None = None,
+    split: tuple[np.ndarray, np.ndarray] | None = None,
+) -> TrainResult:
+    """Train ``model`` in place on (standardised) ``data``; load the best weights at the end.
+
+    ``split``: the (train, validation) rows, by default :func:`split_for_training`.
+    A non-finite loss, gradient or validation score rolls training back to the start
+    of the epoch and retries with the learning rate times ``LR_DECAY``, at most
+    ``MAX_RETRIES`` times, then raises :class:`TrainingDiverged`. With ``checkpoint``,
+    the state is saved every ``checkpoint.every`` seconds and at the end,
+    SIGINT/SIGTERM save and raise :class:`TrainingInterrupted`, and ``checkpoint.resume``
+    continues from a saved state bit for bit (CPU, same thread count).
+    """
+    config.validate()
+    trainer = start_trainer(model, data, config, split or split_for_training(data, config), checkpoint)
+    refits = refits_for(model, trainer.optimizer, trainer.tensors, config)
+    report = ProgressReport(config.epochs, trainer.progress.epoch, enabled=progress)
+    with stop_requests(checkpoint is not None) as stops, report:
+        while trainer.progress.epoch < config.epochs:
+            if not trainer.run_steps(stops):
+                continue
+            record = trainer.end_epoch(refits)
+            if record is not None:
+                report.epoch(record)
+        if checkpoint is not None:
+            trainer.save()
+    result = trainer.progress.result
+    model.load_state_dict(trainer.progress.best_state)
+    model.eval()
+    result.seconds = trainer.seconds()
+    return result

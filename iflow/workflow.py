@@ -1,0 +1,118 @@
+"""Orchestration: train a planned run (with restarts), evaluate it, save its directory with figures.
+
+This is the layer the command line, the demo, the benchmarks and the notebooks call; it
+takes configs and data, never command-line arguments. Data flow one way:
+``data -> plan_run -> train (restarts) -> evaluate -> save_run + figures``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ModelConfig, TrainConfig
+from .data.dataset import Dataset
+from .runs import Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
+from .selection import Restart, train_with_restarts
+from .training.checkpoint import Checkpointing
+from .training.trainer import TrainResult
+
+
+@dataclass
+class Outcome:
+    """A saved run: the run, its training result, its metrics (``metrics["test"]`` on a test set)."""
+
+    run: Run
+    result: TrainResult
+    metrics: dict
+    restarts: list[Restart] = field(default_factory=list)
+
+
+def default_jobs(restarts: int) -> int:
+    """Restarts trained at once by default: one per CPU, at most ``restarts``."""
+    return min(restarts, os.cpu_count() or 1)
+
+
+def train_restarts(plan: RunPlan, restarts: int, jobs: int | None, progress: bool) -> tuple[Run, TrainResult, list[Restart], float]:
+    """The kept run of ``restarts`` candidates (short-lived, not checkpointed), and the wall
+    time of all of them (parallel or not)."""
+    started = time.perf_counter()
+    run, result, candidates = train_with_restarts(
+        plan.data, plan.run.model_config, plan.run.train_config, restarts, progress,
+        jobs=jobs or default_jobs(restarts),
+    )  # fmt: skip
+    return run, result, candidates, time.perf_counter() - started
+
+
+def save_figures(run: Run, data: Dataset, result: TrainResult, restarts: list[Restart], directory: Path) -> None:
+    """The run's standard figures in ``directory/figures``: training curves, and as the data allow
+    restarts, the 2-D density, class samples of images, recovered against true sources."""
+    from .figures import (
+        save_class_samples_figure,
+        save_density_figure,
+        save_restarts_figure,
+        save_sources_figure,
+        save_training_figure,
+    )  # fmt: skip
+
+    figures = directory / "figures"
+    save_training_figure(result.history, figures / "training.png")
+    if restarts and data.s is not None:
+        save_restarts_figure([r.as_dict() for r in restarts], figures / "restarts.png")
+    if data.dim == 2:
+        save_density_figure(run, data, figures / "density.png")
+    if data.image_shape is not None:
+        save_class_samples_figure(run, figures / "samples.png")
+    if data.s is not None:
+        save_sources_figure(data.s, encode_dataset(run, data), figures / "sources.png")
+
+
+def train_and_evaluate(
+    plan: RunPlan,
+    restarts: int = 1,
+    jobs: int | None = None,
+    test: Dataset | None = None,
+    checkpoint: Checkpointing | None = None,
+    progress: bool = True,
+) -> Outcome:
+    """Train the planned run (best of ``restarts``) and evaluate it on its data (and on ``test``).
+
+    ``metrics["seconds"]`` is the wall time of training (of all restarts, parallel or not).
+    """
+    if restarts > 1:
+        run, result, candidates, seconds = train_restarts(plan, restarts, jobs, progress)
+    else:
+        (run, result), candidates = train_planned(plan, progress, checkpoint), []
+        seconds = result.seconds
+    metrics = evaluate(run, plan.data)
+    metrics.update(best_epoch=result.best_epoch, seconds=seconds, data=plan.data.source)
+    if candidates:
+        metrics["restarts"] = [c.as_dict() for c in candidates]
+    if test is not None:
+        metrics["test"] = evaluate(run, test)
+    return Outcome(run, result, metrics, candidates)
+
+
+def train_to_directory(plan: RunPlan, directory: Path, checkpoint: Checkpointing | None = None, **options: object) -> Outcome:
+    """:func:`train_and_evaluate`, then save the run with its figures into ``directory`` and
+    delete the resume ``checkpoint`` once saved. ``options``: those of :func:`train_and_evaluate`."""
+    outcome = train_and_evaluate(plan, checkpoint=checkpoint, **options)
+    save_run(outcome.run, directory, outcome.result, outcome.metrics)
+    save_figures(outcome.run, plan.data, outcome.result, outcome.restarts, directory)
+    if checkpoint is not None:
+        checkpoint.path.unlink(missing_ok=True)
+    return outcome
+
+
+def train_and_save(
+    data: Dataset,
+    directory: Path,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    **options: object,
+) -> Outcome:
+    """:func:`plan_run` then :func:`train_to_directory`, with the default configs where none is given."""
+    plan = plan_run(data, model_config or ModelConfig(), train_config or TrainConfig())
+    return train_to_directory(plan, Path(directory), **options)

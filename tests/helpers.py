@@ -1,0 +1,26 @@
+"""Helpers shared by the tests (one copy of each)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
+    """Move every parameter off its (identity or zero) initialisation, reproducibly; returns ``module``."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+            p.add_(scale * noise.to(dtype=p.dtype, device=p.device))
+    return module
+
+
+def autograd_logabsdet(fn: Callable, x: torch.Tensor) -> torch.Tensor:
+    """log|det d fn(x) / dx| per row of ``x`` (``fn`` returns ``(y, ...)``), from the full autograd Jacobian."""
+    rows = []
+    for row in x:
+        jacobian = torch.autograd.functional.jacobian(lambda r: fn(r.unsqueeze(0))[0].squeeze(0), row)
+        rows.append(torch.linalg.slogdet(jacobian)[1])
+    return torch.stack(rows)
