@@ -13,11 +13,12 @@ import sys
 from pathlib import Path
 from typing import NoReturn, TextIO
 
-from .config import LINEAR_FITS, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
+from . import __version__
+from .config import LINEAR_FITS, MAX_SEED, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
 
 DATA_HELP = (
-    "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s), "
-    "or a .csv of floats (no header)"
+    "eight-gaussians, checkerboard, rings, moons, digits, a .npz with x, u (and optionally s; x may be "
+    "images with --levels), or a .csv of floats (no header; u in its last --u-cols columns)"
 )
 
 
@@ -47,6 +48,13 @@ def nonnegative_int(text: str) -> int:
     return _int(text, 0, "an integer >= 0")
 
 
+
+def seed(text: str) -> int:
+    value = _int(text, 0, f"an integer in 0..{MAX_SEED}")
+    if value > MAX_SEED:
+        raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
+    return value
+
 def _float(text: str, ok, what: str) -> float:
     try:
         value = float(text)
@@ -67,6 +75,30 @@ def nonnegative_float(text: str) -> float:
 
 def fraction(text: str) -> float:
     return _float(text, lambda v: 0 < v < 1, "a fraction in (0, 1)")
+
+
+def condition_values(text: str) -> float | list[float]:
+    """``--u``: one number (a label, or continuous u) or comma-separated numbers (u of several dimensions)."""
+    try:
+        values = [int(part) if part.strip().lstrip("+-").isdigit() else float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number or numbers separated by commas, got {text!r}") from None
+    return values[0] if len(values) == 1 else values
+
+
+def add_data_layout_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--u-cols", type=nonnegative_int, default=0, metavar="K",
+                   help="a CSV's last K columns are u (one integer column: labels; otherwise continuous); "
+                   "default 0: no u, one label")  # fmt: skip
+    p.add_argument("--levels", type=positive_int, default=None, metavar="K",
+                   help="an .npz of images x (n, H, W) or (n, C, H, W): their number of levels 0..K-1 "
+                   "(default: the file's array levels)")  # fmt: skip
+
+
+def add_split_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--split", default=None,
+                   help="rows to read: train or val, the run's training or held-out validation rows of the data it was "
+                   "trained on; all, every row (default for a file); test, a built-in set's test split (its default)")  # fmt: skip
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:
@@ -94,7 +126,7 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=nonnegative_int, default=0,
                    help="observed dimensions D >= sources (default: = sources); D > n mixes by an MLP from n to D "
                    "and has no true log-likelihood")
-    p.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    p.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
 
 
 MODEL_DEFAULTS = ModelConfig()  # one source of truth for the defaults: the dataclasses
@@ -148,7 +180,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=nonnegative_float, default=d.weight_decay,
                    help="Adam weight decay (default %(default)s)")
     p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, help="held-out fraction (default %(default)s)")
-    p.add_argument("--seed", type=int, default=d.seed, help="training seed (default %(default)s)")
+    p.add_argument("--seed", type=seed, default=d.seed, help="training seed (default %(default)s)")
     p.add_argument(
         "--prior-fit", choices=PRIOR_FITS, default=d.prior_fit,
         help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
@@ -172,6 +204,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="iflow", description="Identifiable flows: train, recover latents, score.")
+    parser.add_argument("--version", action="version", version=f"iflow {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     data = commands.add_parser("data", help="make data sets")
@@ -185,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help=DATA_HELP)
     add_model_options(train)
     add_train_options(train)
+    add_data_layout_options(train)
     add_runtime_options(train)
     train.add_argument("--out", required=True, type=Path, help="run directory")
     train.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -195,8 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     encode = commands.add_parser("encode", help="recover latents z = g(x)")
     encode.add_argument("--run", required=True, type=Path)
-    encode.add_argument("--data", required=True, type=Path)
+    encode.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets: their test split")
     encode.add_argument("--out", required=True, type=Path, help="output .npz holding z (n, k), rows in input order")
+    add_split_option(encode)
+    add_data_layout_options(encode)
     add_runtime_options(encode)
     encode.set_defaults(handler=cmd_encode)
 
@@ -204,28 +240,44 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--run", required=True, type=Path)
     evaluate.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets are scored on their test split")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_split_option(evaluate)
+    add_data_layout_options(evaluate)
     add_runtime_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
     sample = commands.add_parser("sample", help="draw x from p(x | u)")
     sample.add_argument("--run", required=True, type=Path)
-    sample.add_argument("--u", required=True, type=int, help="integer label to condition on")
-    sample.add_argument("--n", required=True, type=positive_int, help="number of samples")
-    sample.add_argument("--seed", type=int, default=0)
+    condition = sample.add_mutually_exclusive_group(required=True)
+    condition.add_argument("--u", type=condition_values, metavar="U",
+                           help="integer label, or continuous u: V or V1,V2,... in the units of the training u")
+    condition.add_argument("--u-file", type=Path, help=".npz whose array u holds one condition per draw")
+    sample.add_argument("--n", type=positive_int, help="number of samples (default with --u-file: one per row)")
+    sample.add_argument("--seed", type=seed, default=0)
     sample.add_argument("--out", required=True, type=Path)
     add_runtime_options(sample)
     sample.set_defaults(handler=cmd_sample)
 
+    params = commands.add_parser("params", help="export the prior's natural parameters lambda(u) per label")
+    params.add_argument("--run", required=True, type=Path)
+    params.add_argument("--u-file", type=Path, help=".npz whose array u holds the values to export at "
+                        "(required for continuous u; default: every label)")  # fmt: skip
+    params.add_argument("--out", required=True, type=Path,
+                        help="output .npz: natural_params (n, dim, n_stats), u, family, and for Gaussian priors "
+                        "mean and variance (n, dim)")  # fmt: skip
+    add_runtime_options(params)
+    params.set_defaults(handler=cmd_params)
+
     agree = commands.add_parser("consistency", help="MCC between the latents of independently trained runs")
     agree.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="two or more run directories")
-    agree.add_argument("--data", required=True, type=Path, help=".npz to encode with every run")
+    agree.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets: their test split")
     agree.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    add_data_layout_options(agree)
     add_runtime_options(agree)
     agree.set_defaults(handler=cmd_consistency)
 
     demo = commands.add_parser("demo", help="data, train, recover, score, figures on the default benchmark")
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
-    demo.add_argument("--seed", type=int, default=1, help="data seed (default 1)")
+    demo.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     add_runtime_options(demo)
     demo.set_defaults(handler=cmd_demo)
@@ -285,31 +337,13 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
 
 
 def prepare_run_dir(out: Path, overwrite: bool, resume: bool = False, resumable: bool = False) -> bool:
-    """Make ``out`` ready for a run; True when it holds a checkpoint to resume from."""
-    import shutil
+    """Make ``out`` ready for a run; True when it holds a checkpoint to resume from.
 
-    from .training.checkpoint import CHECKPOINT_FILE
-    from .errors import UserError
-    from .files import remove_stale_temporaries
+    Only an iflow run directory is ever resumed into, overwritten or cleared (see :mod:`iflow.rundir`).
+    """
+    from .rundir import prepare_run_dir as prepare
 
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a directory")
-    if out.exists() and resume:
-        remove_stale_temporaries(out)
-        if (out / CHECKPOINT_FILE).is_file():
-            return True
-    if out.exists() and any(out.iterdir()):
-        if not (overwrite or resume):
-            hint = " or --resume to continue it" if resumable else ""
-            raise UserError(f"{out}: run directory exists; pass --overwrite to replace it{hint}")
-        if resume and not overwrite and (out / "model.pt").is_file():
-            raise UserError(f"{out}: the run is complete (no checkpoint left to resume); pass --overwrite to train again")
-        shutil.rmtree(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot create run directory ({exc.strerror})") from None
-    return False
+    return prepare(out, overwrite, resume, resumable)
 
 
 def configs_from(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
@@ -332,61 +366,67 @@ def format_metrics(metrics: dict) -> str:
 def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
+    from .inputs import single_label_warning
+    from .rundir import discard_if_unused
     from .runs import plan_run
     from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
 
     setup_torch(args)
-    data = load_data(args.data, "train")
+    data = load_data(args.data, "train", args.u_cols, args.levels)
     test = load_data(args.data, "test") if is_builtin(args.data) else None
     plan = plan_run(data, *configs_from(args))
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
     print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{plan.run.model_config.aux.describe()}")
+    warning = None if is_builtin(args.data) else single_label_warning(plan.run)
+    if warning is not None:
+        print(warning, file=sys.stderr)
     resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
         outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
-        if args.out.is_dir() and not any(args.out.iterdir()):
-            args.out.rmdir()  # nothing was saved: leave nothing behind
+        discard_if_unused(args.out)  # nothing was saved: leave nothing behind
         raise
-    report_training(args.out, outcome.metrics)
+    report_training(args.out, outcome.metrics, outcome.seconds)
 
 
-def report_training(out: Path, metrics: dict) -> None:
+def report_training(out: Path, metrics: dict, seconds: float) -> None:
     for restart in metrics.get("restarts", []):
         score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
         kept = " (kept)" if restart["chosen"] else ""
         print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
-    print(f"{out}: train {format_metrics(metrics)} ({metrics['seconds']:.0f} s)")
+    print(f"{out}: training rows {format_metrics(metrics['train'])} ({seconds:.0f} s)")
+    print(f"{out}: validation rows {format_metrics(metrics['val'])}")
     if "test" in metrics:
         print(f"{out}: test {format_metrics(metrics['test'])}")
 
 
 def cmd_encode(args: argparse.Namespace) -> None:
-    from .data.dataset import load_npz
     from .files import save_npz
     from .runs import encode_dataset, load_run
+    from .splits import load_split
 
     setup_torch(args)
     check_output_file(args.out)
     run = load_run(args.run, args.device)
-    data = load_npz(args.data)
+    data = load_split(args.data, run, args.split, args.u_cols, args.levels)
     z = encode_dataset(run, data)
     save_npz(args.out, z=z)
     print(f"wrote {args.out}: z {z.shape} ({run.model.encode_kind})")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .data.builtin import load_data
+    from .files import to_json
     from .runs import evaluate, load_run
+    from .splits import load_split
 
     setup_torch(args)
     run = load_run(args.run, args.device)
-    data = load_data(args.data, "test")
+    data = load_split(args.data, run, args.split, args.u_cols, args.levels)
     metrics = evaluate(run, data)
     if args.json:
-        print(json.dumps(metrics))
+        print(to_json(metrics))
     else:
         kind = "exact" if metrics["exact"] else metrics.get("estimator", "lower bound")
         print(f"{data.source} ({metrics['n']} samples, {kind}): {format_metrics(metrics)}")
@@ -397,32 +437,59 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
     from .errors import UserError
     from .files import save_npz
+    from .inputs import conditions_per_draw, read_u_file
     from .runs import load_run, sample
 
     setup_torch(args)
     check_output_file(args.out)
     run = load_run(args.run, args.device)
+    u = read_u_file(args.u_file) if args.u_file is not None else np.asarray(args.u)
+    given = f"--u-file {args.u_file}" if args.u_file is not None else f"--u {args.u}"
+    n = args.n or (len(u) if args.u_file is not None else None)
+    if n is None:
+        raise UserError("--n N is required with --u (with --u-file it defaults to the rows of u)")
     try:
-        x = sample(run, args.u, args.n, args.seed)
+        x = sample(run, u, n, args.seed)
     except UserError as exc:
-        raise UserError(f"--u {args.u}: {exc}") from None
-    save_npz(args.out, x=x, u=np.full(args.n, args.u, dtype=np.int64))
-    print(f"wrote {args.out}: x {x.shape} for u = {args.u} ({run.model.sample_kind})")
+        raise UserError(f"{given}: {exc}") from None
+    images = {} if run.model_config.image_shape is None else {"images": x.reshape(n, *run.model_config.image_shape)}
+    save_npz(args.out, x=x, u=conditions_per_draw(u, run.model_config.aux, n), **images)
+    print(f"wrote {args.out}: x {x.shape} for {given} ({run.model.sample_kind})")
+
+
+def cmd_params(args: argparse.Namespace) -> None:
+    from .errors import UserError
+    from .export import prior_parameters
+    from .files import save_npz
+    from .inputs import read_u_file
+    from .runs import load_run
+
+    setup_torch(args)
+    check_output_file(args.out)
+    run = load_run(args.run, args.device)
+    try:
+        exported = prior_parameters(run, None if args.u_file is None else read_u_file(args.u_file))
+    except UserError as exc:
+        raise UserError(f"{args.run}: {exc}" if args.u_file is None else f"--u-file {args.u_file}: {exc}") from None
+    save_npz(args.out, **exported)
+    named = "".join(f", {k} {v.shape}" for k, v in exported.items() if k in ("mean", "variance"))
+    print(f"wrote {args.out}: natural_params {exported['natural_params'].shape} ({exported['family']} prior){named}")
 
 
 def cmd_consistency(args: argparse.Namespace) -> None:
     from .consistency import consistency
     from .data.builtin import load_data
     from .errors import UserError
+    from .files import to_json
     from .runs import load_run
 
     if len(args.runs) < 2:
         raise UserError("consistency needs at least two run directories")
     setup_torch(args)
     runs = [load_run(path, args.device) for path in args.runs]
-    report = consistency(runs, load_data(args.data, "test"))
+    report = consistency(runs, load_data(args.data, "test", args.u_cols, args.levels))
     if args.json:
-        print(json.dumps(report))
+        print(to_json(report))
         return
     for name, row in zip(report["runs"], report["pairwise"]):
         print(f"{name}: " + " ".join(f"{value:.3f}" for value in row))
@@ -430,6 +497,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     if report["true_mcc"] is not None:
         line += "; MCC to the true sources: " + ", ".join(f"{value:.3f}" for value in report["true_mcc"])
     print(line)
+    print(f"note: {report['caveat']}")
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
@@ -441,13 +509,14 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
     setup_torch(args)
     prepare_run_dir(args.out, overwrite=args.overwrite)
+    prepare_run_dir(args.out / "run", overwrite=True)  # the run inside is a run directory too
     synthetic = generate(SyntheticConfig(seed=args.seed))
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"synthetic seed {args.seed}")
     print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")
     print(f"baseline: MCC of x itself against the sources = {mcc(data.x, data.s).mcc:.3f}")
     train_config = TrainConfig(device=args.device, threads=args.threads)
     outcome = train_and_save(data, args.out / "run", ModelConfig(), train_config)
-    print(f"identifiable flow: {format_metrics(outcome.metrics)} ({outcome.metrics['seconds']:.0f} s)")
+    print(f"identifiable flow: {format_metrics(outcome.metrics)} ({outcome.seconds:.0f} s)")
     print(f"figures: {args.out / 'run' / 'figures'}")
 
 

@@ -12,6 +12,7 @@ PRIOR_FITS = ("none", "init", "epoch")
 LINEAR_FITS = ("auto", "epoch", "none")
 ENCODERS = ("mlp", "product")
 SCHEDULES = ("cosine", "constant")
+MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (numpy's legacy seeding; restarts add their index to it in torch)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class TrainConfig:
             (0 < self.val_fraction < 1, f"{param('val_fraction')} must be in (0, 1), got {self.val_fraction}"),
             (self.clip_grad > 0, f"{param('clip_grad')} must be > 0, got {self.clip_grad}"),
             (self.threads >= 1, f"{param('threads')} must be >= 1, got {self.threads}"),
+            (0 <= self.seed <= MAX_SEED, f"{param('seed')} must be in 0..{MAX_SEED}, got {self.seed}"),
             (self.schedule in SCHEDULES, f"unknown {param('schedule')} {self.schedule!r}; choose from {SCHEDULES}"),
             (self.prior_fit in PRIOR_FITS,
              f"unknown {param('prior_fit')} {self.prior_fit!r}; choose from {PRIOR_FITS}"),

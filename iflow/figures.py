@@ -61,13 +61,13 @@ def save_density_figure(run: Run, data: Dataset, path: Path, n_samples: int = 20
 
 
 def save_class_samples_figure(run: Run, path: Path, per_class: int = 10) -> None:
-    """Image data: a grid of samples, one row per class (label)."""
+    """Image data: a grid of samples, one row per class (label); images of C > 1 channels as C cells side by side."""
     from .density import class_samples
     from .plotting import plot_image_grid
 
     shape = run.model_config.image_shape
     samples = class_samples(run, per_class)
-    images = samples.reshape(samples.shape[0], per_class, *shape[-2:])
+    images = samples.reshape(samples.shape[0], per_class * shape[0], *shape[-2:])
     fig = Figure(figsize=(per_class * 0.6, samples.shape[0] * 0.6 + 0.4))
     title = "samples, one row per class" if run.model_config.model != "flow" else "samples (unconditional prior)"
     plot_image_grid(fig.subplots(), images.clip(0, None)).set_title(title)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
@@ -26,7 +27,7 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Write through ``write(file_object)`` into a temporary file beside ``path``, then rename over it.
 
     A process killed mid-write leaves at most a hidden ``.NAME.*.tmp`` file (see
-    :func:`remove_stale_temporaries`), never a truncated ``path``. Failing to
+    :func:`iflow.rundir.remove_iflow_temporaries`), never a truncated ``path``. Failing to
     create or rename the file (unwritable folder, full disk) raises :class:`UserError`.
     """
     path = Path(path)
@@ -50,19 +51,26 @@ def atomic_write(path: Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files a killed :func:`atomic_write` left in ``directory``; return them."""
-    stale = [p for p in Path(directory).glob(f".*{TMP_SUFFIX}") if p.is_file()]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
 def save_json(path: Path, obj: dict) -> None:
     """Atomically write ``obj`` as indented JSON."""
-    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, allow_nan=True).encode() + b"\n"))
+    atomic_write(path, lambda f: f.write(to_json(obj, indent=2).encode() + b"\n"))
 
 
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     """Atomically write an ``.npz`` (the name is kept exactly as given)."""
     atomic_write(Path(path), lambda f: np.savez(f, **arrays))
+
+
+def to_json(obj: object, indent: int | None = None) -> str:
+    """JSON text of ``obj`` with non-finite floats written as ``null`` (JSON has no NaN or Infinity)."""
+    return json.dumps(_finite(obj), indent=indent, allow_nan=False)
+
+
+def _finite(obj: object) -> object:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: _finite(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(value) for value in obj]
+    return obj

@@ -7,6 +7,7 @@ import numpy as np
 from matplotlib.axes import Axes
 
 from .metrics import MCCResult
+from .units import VAL_DATA_KEY
 
 
 def plot_source_pair(ax: Axes, source: np.ndarray, latent: np.ndarray, title: str, max_points: int = 2000) -> Axes:
@@ -31,9 +32,16 @@ def plot_recovered_sources(axes: np.ndarray, s: np.ndarray, z: np.ndarray, resul
 
 
 def plot_training_curves(axes: np.ndarray, history: list[dict]) -> np.ndarray:
-    """Training loss, validation log-likelihood and (when known) MCC per epoch."""
+    """Training loss, validation log-likelihood and (when known) MCC per epoch.
+
+    The log-likelihood is shown in the units of the x given when the records carry it
+    (``val_log_likelihood_data``, see :mod:`iflow.units`), else in standardised units; the axis says which.
+    """
     epochs = [h["epoch"] for h in history]
-    panels = [("train_loss", "training loss"), ("val_log_likelihood", "validation log-lik. (nats)"), ("mcc", "MCC")]
+    in_data_units = bool(history) and all(VAL_DATA_KEY in h for h in history)
+    validation = (VAL_DATA_KEY, "validation log-lik.\n(nats/sample, x as given)") if in_data_units else (
+        "val_log_likelihood", "validation log-lik.\n(nats/sample, standardised x)")  # fmt: skip
+    panels = [("train_loss", "training loss\n(standardised x)"), validation, ("mcc", "MCC")]
     for ax, (key, label) in zip(np.ravel(axes), panels):
         values = [h.get(key) for h in history]
         if any(v is None for v in values):

@@ -2,7 +2,7 @@
 
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
-``history.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
+``history.json``, ``timing.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
 :mod:`iflow.training.checkpoint`), removed once the run is saved.
 
 Everything that can be decided before training is decided once, in :func:`plan_run`:
@@ -12,6 +12,7 @@ the filled and validated configs, the standardisation, the split and the seeded 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -19,21 +20,26 @@ import numpy as np
 import torch
 
 from .config import FORMAT_VERSION, ModelConfig, TrainConfig, model_config_from_dict, to_dict, train_config_from_dict
-from .data.dataset import Dataset, Standardizer, aux_spec, check_aux
+from .data.dataset import Dataset, Standardizer, aux_spec, check_aux, is_real_numeric
 from .data.dequantization import dequantized
-from .errors import UserError
+from .data.images import check_levels
+from .errors import UserError, param
 from .files import atomic_write, save_json
 from .metrics import bits_per_dim, mcc
+from .runfiles import check_config, check_sizes, check_weights
 from .models.build import applicable_fields, build_model, model_entry
 from .models.decoders import check_observations
 from .models.sampling import sample as sample_model
 from .protocols import Model
 from .runtime import as_tensors, batched, resolve_device, seed_everything, torch_threads
+from .splits import describe_training_data
 from .training.checkpoint import Checkpointing
 from .training.epoch_end import uses_linear_fit
 from .training.trainer import TrainResult, fit, split_for_training
+from .units import DATA_UNITS, HISTORY_UNITS, add_data_units
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
+TIMING_FILE = "timing.json"  # wall times, kept apart so identical runs write identical result files
 
 
 @dataclass
@@ -45,6 +51,8 @@ class Run:
     train_config: TrainConfig
     standardizer: Standardizer
     directory: Path | None = None
+    aux_standardizer: Standardizer | None = None  # continuous u: standardised like x (None: labels)
+    training_data: dict | None = None  # rows and fingerprint of the training data (iflow.splits)
 
     @property
     def device(self) -> torch.device:
@@ -56,8 +64,11 @@ class Run:
             raise UserError(f"{data.source}: x has {data.dim} dimensions but the run was trained on {self.model_config.dim}")
         check_aux(data.u, self.model_config.aux, data.source)
         check_observations(data.x, self.model_config.obs, data.source)
+        if self.model_config.unit_interval:
+            check_levels(data, self.standardizer)
         dequantize = data.dequantize / self.standardizer.std if np.any(data.dequantize) else 0.0
-        return replace(data, x=self.standardizer(data.x), dequantize=dequantize)
+        u = data.u if self.aux_standardizer is None else self.aux_standardizer(data.u)
+        return replace(data, x=self.standardizer(data.x, data.source), u=u, dequantize=dequantize)
 
 
 @dataclass(frozen=True)
@@ -106,7 +117,9 @@ def plan_run(data: Dataset, model_config: ModelConfig, train_config: TrainConfig
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
     uses_linear_fit(model, train_config)  # refuses a linear fit the model cannot have
-    run = Run(model, model_config, train_config, standardizer_for(data, model_config))
+    aux_standardizer = Standardizer.fit(data.u) if model_config.aux.kind == "continuous" else None
+    run = Run(model, model_config, train_config, standardizer_for(data, model_config),
+              aux_standardizer=aux_standardizer, training_data=describe_training_data(data))  # fmt: skip
     check_observations(data.x, model_config.obs, data.source)
     return RunPlan(run, data, run.standardized(data), split)
 
@@ -121,6 +134,7 @@ def train_planned(
         checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
     with torch_threads(run.train_config.threads):
         result = fit(run.model, plan.train_data, run.train_config, progress, checkpoint, plan.split)
+    add_data_units(result.history, run.standardizer.log_abs_det)
     return run, result
 
 
@@ -159,6 +173,7 @@ def evaluate(run: Run, data: Dataset) -> dict:
     log_likelihood = float(np.mean(log_likelihoods(run, data)))
     out = {
         "log_likelihood": log_likelihood,
+        "log_likelihood_units": DATA_UNITS,
         "bits_per_dim": bits_per_dim(log_likelihood, data.dim),
         "exact": run.model.likelihood == "exact",
         "estimator": run.model.likelihood,
@@ -188,6 +203,10 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
     directory = Path(directory)
     model_fields = {k: v for k, v in asdict(run.model_config).items() if k in applicable_fields(run.model_config)}
     config = to_dict(model_fields, run.train_config, {"standardizer": run.standardizer.to_dict()})
+    if run.aux_standardizer is not None:
+        config["aux_standardizer"] = run.aux_standardizer.to_dict()
+    if run.training_data is not None:
+        config["training_data"] = run.training_data
     checkpoint = {
         "format_version": FORMAT_VERSION,
         "model": run.model_config.model,
@@ -197,6 +216,7 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
     save_json(directory / CONFIG_FILE, config)
     if result is not None:
         history = {"best_epoch": result.best_epoch, "seconds": result.seconds, "epochs": result.history}
+        history["units"] = HISTORY_UNITS
         save_json(directory / HISTORY_FILE, history)
     if metrics is not None:
         save_json(directory / METRICS_FILE, metrics)
@@ -208,13 +228,22 @@ def read_configs(directory: Path) -> tuple[ModelConfig, TrainConfig, Standardize
     path = directory / CONFIG_FILE
     try:
         config = json.loads(path.read_text())
+        check_config(config, path)
         if config.get("format_version", 0) > FORMAT_VERSION:
             raise UserError(f"{directory}: written by a newer iflow (format {config['format_version']} > {FORMAT_VERSION}); upgrade iflow")
         model = config["model"]
         model_config = model_config_from_dict(model, applicable_fields(ModelConfig(model=model["model"])))
         return model_config, train_config_from_dict(config["train"]), Standardizer.from_dict(config["standardizer"])
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
         raise UserError(f"{path}: unreadable run config ({exc!r})") from None
+
+
+def read_data_records(directory: Path) -> tuple[Standardizer | None, dict | None]:
+    """What ``config.json`` records about the training data beside the configs (absent in older runs):
+    the standardisation of a continuous u and the rows and fingerprint of the training data."""
+    config = json.loads((directory / CONFIG_FILE).read_text())  # readable: read_configs has checked it
+    aux = config.get("aux_standardizer")
+    return (None if aux is None else Standardizer.from_dict(aux)), config.get("training_data")
 
 
 def read_weights(directory: Path, model_name: str) -> dict:
@@ -224,8 +253,7 @@ def read_weights(directory: Path, model_name: str) -> dict:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 -- torch raises many types for corrupt files
         raise UserError(f"{path}: unreadable weights ({type(exc).__name__})") from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserError(f"{path}: not an iflow checkpoint")
+    check_weights(checkpoint, path)
     if checkpoint.get("format_version", 0) > FORMAT_VERSION:
         raise UserError(f"{path}: written by a newer iflow (format {checkpoint['format_version']}); upgrade iflow")
     if checkpoint.get("model") != model_name:
@@ -243,14 +271,17 @@ def load_run(directory: str | Path, device: str = "cpu") -> Run:
             raise UserError(f"{directory}: not a complete run (missing {name})")
     model_config, train_config, standardizer = read_configs(directory)
     state_dict = read_weights(directory, model_config.model)
-    model = build_model(model_config)
+    check_sizes(model_config, state_dict, directory / CONFIG_FILE, applicable_fields(model_config))
     try:
+        model = build_model(model_config)
         model.load_state_dict(state_dict)
-    except RuntimeError as exc:
+    except UserError as exc:
+        raise UserError(f"{directory / CONFIG_FILE}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 (an edited config can make a builder or the loading fail in many ways)
         first = str(exc).splitlines()[1].strip() if len(str(exc).splitlines()) > 1 else str(exc)
         raise UserError(f"{directory / WEIGHTS_FILE}: weights do not fit the model in config.json ({first})") from None
     model.to(resolve_device(device)).eval()
-    return Run(model, model_config, train_config, standardizer, directory)
+    return Run(model, model_config, train_config, standardizer, directory, *read_data_records(directory))
 
 
 def encode_dataset(run: Run, data: Dataset) -> np.ndarray:
@@ -260,13 +291,44 @@ def encode_dataset(run: Run, data: Dataset) -> np.ndarray:
     return batched(run.model.encode, *as_tensors(std_data.x, std_data.u, run.device)).cpu().numpy()
 
 
-def sample(run: Run, label: int, n: int, seed: int = 0) -> np.ndarray:
-    """``n`` draws of x (original units) from p(x | u = label): ``(n, d)``."""
-    aux = run.model_config.aux
-    if aux.kind != "labels":
-        raise UserError("sampling by label needs a model trained on integer labels")
-    if not 0 <= label < aux.n_labels:
-        raise UserError(f"unknown label {label} (the model knows 0..{aux.n_labels - 1})")
+def sample(run: Run, u: int | np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` draws of x (original units) from p(x | u): ``(n, d)``.
+
+    ``u``: one integer label or ``(n,)`` labels; for a model on continuous u, one value
+    ``(aux_dim,)`` or one per draw ``(n, aux_dim)``, in the units of the training u.
+    """
+    check_sample_memory(n, run.model_config)
     generator = torch.Generator(device=run.device).manual_seed(seed)
-    x = sample_model(run.model, n, label, generator=generator).cpu().numpy()
+    x = sample_model(run.model, n, sampling_condition(run, u, n), generator=generator).cpu().numpy()
     return run.standardizer.inverse(x)
+
+
+def sampling_condition(run: Run, u: int | np.ndarray, n: int) -> int | torch.Tensor:
+    """``u`` checked against the run's prior, in the model's units (see :func:`sample`)."""
+    aux, values = run.model_config.aux, np.asarray(u)
+    shown = np.array2string(values, threshold=4, separator=",") if values.ndim else str(values)
+    if not is_real_numeric(values) or values.ndim > 2 or not np.all(np.isfinite(values)):
+        raise UserError(f"u must be finite numbers, got {shown}")
+    if aux.kind == "labels":
+        if values.ndim > 1 or np.any(values != np.round(values)):
+            raise UserError(f"the model was trained on integer labels 0..{aux.n_labels - 1}, got {shown}")
+        if np.any((values < 0) | (values >= aux.n_labels)):
+            raise UserError(f"unknown label in {shown} (the model knows 0..{aux.n_labels - 1})")
+        if values.ndim == 1 and len(values) != n:
+            raise UserError(f"{len(values)} labels for {n} draws")
+        return int(values) if values.ndim == 0 else torch.as_tensor(values.astype(np.int64), device=run.device)
+    per_draw = values.reshape(n, aux.aux_dim) if values.size == n * aux.aux_dim and values.ndim > 0 else None
+    if values.size != aux.aux_dim and per_draw is None:
+        raise UserError(f"the model was trained on continuous u with {aux.aux_dim} value(s) per row, got {shown}")
+    condition = values.reshape(1, aux.aux_dim) if per_draw is None else per_draw
+    condition = run.aux_standardizer(condition) if run.aux_standardizer is not None else condition.astype(np.float32)
+    return torch.as_tensor(condition[0] if per_draw is None else condition, device=run.device)
+
+
+def check_sample_memory(n: int, config: ModelConfig) -> None:
+    """Refuse ``n`` draws whose arrays (the draws in float64, one activation per hidden unit) exceed the memory."""
+    needed = n * (config.dim + (config.hidden or 64)) * 8  # None: the default width
+    available = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if needed > available:
+        raise UserError(f"{param('n')} {n}: that many samples need about {needed / 2**30:.3g} GiB, more than this machine's "
+                        f"{available / 2**30:.3g} GiB of memory; sample fewer (and several times with other seeds)")  # fmt: skip

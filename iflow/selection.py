@@ -5,14 +5,21 @@ one validation split and the run with the highest validation log-likelihood is k
 MCC (when true sources are known) is recorded for the report only, never used to choose.
 With ``jobs > 1`` the restarts train in that many worker processes at once (one torch
 thread each, as set in the train config), so K restarts on K cores take the wall time of one.
+The workers end with their parent whatever stops it: an exception, Ctrl-C or SIGTERM in the
+parent terminates them, and each worker watches its parent and exits when it is gone (SIGKILL).
 """
 
 from __future__ import annotations
 
 import math
 import multiprocessing
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import torch
@@ -21,7 +28,7 @@ from tqdm import tqdm  # text bars: tqdm.auto warns "IProgress not found" in Jup
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
 from .runs import Run, train
-from .training.trainer import TrainResult
+from .training.trainer import TrainingInterrupted, TrainResult
 
 Trainer = Callable[[Dataset, ModelConfig, TrainConfig, bool], tuple[Run, TrainResult]]
 
@@ -37,7 +44,8 @@ class Restart:
     chosen: bool = False
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The result fields, without ``seconds`` (timings are kept apart from results)."""
+        return {k: v for k, v in asdict(self).items() if k != "seconds"}
 
 
 def train_with_restarts(
@@ -83,12 +91,50 @@ def _train_in_processes(
     without their own progress bars; one bar counts finished restarts.
     """
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(configs)), mp_context=context) as pool:
-        futures = [pool.submit(_train_worker, trainer, data, model_config, config) for config in configs]
-        with tqdm(total=len(futures), desc="restarts", mininterval=1.0, disable=None if progress else True) as bar:
-            for future in futures:
-                yield future.result()
-                bar.update()
+    others = set(multiprocessing.active_children())
+    workers = min(jobs, len(configs))
+    with sigterm_interrupts(), ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=exit_with_parent, initargs=(os.getpid(),)
+    ) as pool:  # fmt: skip
+        try:
+            futures = [pool.submit(_train_worker, trainer, data, model_config, config) for config in configs]
+            with tqdm(total=len(futures), desc="restarts", mininterval=1.0, disable=None if progress else True) as bar:
+                for future in futures:
+                    yield future.result()
+                    bar.update()
+        except BaseException:
+            for worker in set(multiprocessing.active_children()) - others:
+                worker.terminate()  # the pool would otherwise wait for restarts nobody will use
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+
+@contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """In the main thread: SIGTERM raises :class:`TrainingInterrupted`, so the workers are ended, not orphaned."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise TrainingInterrupted("SIGTERM: restarts stopped and their worker processes ended; nothing was saved")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def exit_with_parent(parent: int, poll: float = 0.2) -> None:
+    """In a worker: a daemon thread ends the process once ``parent`` is gone (even killed by SIGKILL)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(poll)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _train_worker(trainer: Trainer, data: Dataset, model_config: ModelConfig, config: TrainConfig):

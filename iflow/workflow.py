@@ -14,20 +14,24 @@ from pathlib import Path
 
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
-from .runs import Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
+from .files import save_json
+from .runs import TIMING_FILE, Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
 from .selection import Restart, train_with_restarts
+from .splits import subset
 from .training.checkpoint import Checkpointing
 from .training.trainer import TrainResult
 
 
 @dataclass
 class Outcome:
-    """A saved run: the run, its training result, its metrics (``metrics["test"]`` on a test set)."""
+    """A saved run: the run, its training result, its metrics (``metrics["test"]`` on a test set),
+    the candidate restarts and the wall ``seconds`` (in ``timing.json``, apart from the results)."""
 
     run: Run
     result: TrainResult
     metrics: dict
     restarts: list[Restart] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def default_jobs(restarts: int) -> int:
@@ -61,7 +65,7 @@ def save_figures(run: Run, data: Dataset, result: TrainResult, restarts: list[Re
     save_training_figure(result.history, figures / "training.png")
     if restarts and data.s is not None:
         save_restarts_figure([r.as_dict() for r in restarts], figures / "restarts.png")
-    if data.dim == 2:
+    if data.dim == 2 and run.model_config.aux.kind == "labels":  # a density per label; none for continuous u
         save_density_figure(run, data, figures / "density.png")
     if data.image_shape is not None:
         save_class_samples_figure(run, figures / "samples.png")
@@ -79,7 +83,8 @@ def train_and_evaluate(
 ) -> Outcome:
     """Train the planned run (best of ``restarts``) and evaluate it on its data (and on ``test``).
 
-    ``metrics["seconds"]`` is the wall time of training (of all restarts, parallel or not).
+    ``Outcome.seconds`` is the wall time of training (of all restarts, parallel or not); it is kept
+    out of ``metrics``, so identical runs give identical metrics.
     """
     if restarts > 1:
         run, result, candidates, seconds = train_restarts(plan, restarts, jobs, progress)
@@ -87,19 +92,26 @@ def train_and_evaluate(
         (run, result), candidates = train_planned(plan, progress, checkpoint), []
         seconds = result.seconds
     metrics = evaluate(run, plan.data)
-    metrics.update(best_epoch=result.best_epoch, seconds=seconds, data=plan.data.source)
+    metrics.update(split="all", best_epoch=result.best_epoch, data=plan.data.source)
+    for name, rows in zip(("train", "val"), plan.split, strict=True):  # the rows trained on and the held-out rows, apart
+        metrics[name] = evaluate(run, subset(plan.data, rows, f"{name} rows"))
     if candidates:
         metrics["restarts"] = [c.as_dict() for c in candidates]
     if test is not None:
         metrics["test"] = evaluate(run, test)
-    return Outcome(run, result, metrics, candidates)
+    return Outcome(run, result, metrics, candidates, seconds)
 
 
 def train_to_directory(plan: RunPlan, directory: Path, checkpoint: Checkpointing | None = None, **options: object) -> Outcome:
-    """:func:`train_and_evaluate`, then save the run with its figures into ``directory`` and
-    delete the resume ``checkpoint`` once saved. ``options``: those of :func:`train_and_evaluate`."""
+    """:func:`train_and_evaluate`, then save the run with its figures (and its wall times in
+    ``timing.json``) into ``directory`` and delete the resume ``checkpoint`` once saved.
+    ``options``: those of :func:`train_and_evaluate`."""
     outcome = train_and_evaluate(plan, checkpoint=checkpoint, **options)
     save_run(outcome.run, directory, outcome.result, outcome.metrics)
+    timing = {"seconds": outcome.seconds}
+    if outcome.restarts:
+        timing["restarts"] = [c.seconds for c in outcome.restarts]
+    save_json(directory / TIMING_FILE, timing)
     save_figures(outcome.run, plan.data, outcome.result, outcome.restarts, directory)
     if checkpoint is not None:
         checkpoint.path.unlink(missing_ok=True)

@@ -93,6 +93,25 @@ def test_help_is_instant_and_does_not_import_torch():
     assert out.strip() == "False"
 
 
+def test_version_prints_the_package_version(capsys):
+    import iflow
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"iflow {iflow.__version__}"
+
+
+def test_identical_runs_write_identical_result_files_and_keep_timings_apart(trained, tmp_path):
+    data, run = trained
+    again = tmp_path / "again"
+    assert main(["train", "--data", str(data), "--epochs", "2", "--batch-size", "64", "--depth", "2", "--out", str(again)]) == 0
+    for name in ("metrics.json", "config.json"):
+        assert (again / name).read_bytes() == (run / name).read_bytes(), name
+    assert "seconds" not in json.loads((run / "metrics.json").read_text())
+    assert json.loads((run / "timing.json").read_text())["seconds"] > 0
+
+
 def test_training_prints_one_line_per_epoch_on_stdout_off_a_terminal(tmp_path, capsys) -> None:
     """Under nohup, SLURM or `> log` there is no bar; every epoch is a line beside the results."""
     data = tmp_path / "d.npz"

@@ -56,3 +56,22 @@ def test_consistency_text_and_bad_input(two_runs, capsys):
     assert "agreement between runs: mean MCC" in capsys.readouterr().out
     assert main(["consistency", str(a), "--data", str(data)]) == 2
     assert "at least two run directories" in capsys.readouterr().err
+
+
+def test_consistency_says_agreement_is_not_recovery_and_names_short_runs(two_runs, capsys):
+    data, (a, b) = two_runs
+    capsys.readouterr()
+    assert main(["consistency", str(a), str(b), "--data", str(data)]) == 0
+    note = capsys.readouterr().out.strip().splitlines()[-1]
+    assert note.startswith("note: agreement between runs is necessary for recovery, not sufficient")
+    assert f"fewer than the default 32 epochs: {a} (1), {b} (1)" in note
+
+
+def test_runs_of_the_default_length_get_the_general_caveat_only():
+    from types import SimpleNamespace
+
+    from iflow.config import TrainConfig
+    from iflow.consistency import caveat
+
+    full = SimpleNamespace(directory="r", train_config=TrainConfig())
+    assert "not sufficient" in caveat([full, full]) and "fewer than" not in caveat([full, full])

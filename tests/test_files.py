@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from iflow.errors import UserError
-from iflow.files import atomic_write, remove_stale_temporaries
+from iflow.files import atomic_write
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path: Path) -> None:
@@ -40,9 +40,11 @@ def test_an_unwritable_place_is_a_user_error(tmp_path: Path) -> None:
         atomic_write(tmp_path / "file" / "x.npz", lambda f: f.write(b"1"))
 
 
-def test_stale_temporaries_of_a_killed_write_are_removed(tmp_path: Path) -> None:
-    (tmp_path / ".checkpoint.pt.abc123.tmp").write_bytes(b"half")
-    (tmp_path / "model.pt").write_bytes(b"whole")
-    removed = remove_stale_temporaries(tmp_path)
-    assert [p.name for p in removed] == [".checkpoint.pt.abc123.tmp"]
-    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+def test_to_json_writes_non_finite_numbers_as_null():
+    import json
+    import math
+
+    from iflow.files import to_json
+
+    text = to_json({"a": math.nan, "b": [1.5, -math.inf], "c": {"d": math.inf, "e": "x"}})
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": {"d": None, "e": "x"}}

@@ -1,5 +1,11 @@
 import json
 import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,3 +90,85 @@ def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path, capsys):
     assert (run / "figures" / "restarts.png").is_file()
     out = capsys.readouterr().out
     assert out.count("restart seed") == 3 and out.count("(kept)") == 1
+
+
+# --- worker processes end with their parent --------------------------------------------------------
+
+
+def children_of(pid: int) -> list[int]:
+    """Live (not zombie) processes whose parent is ``pid``, read from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_training_restarts(tmp_path: Path) -> tuple[subprocess.Popen, list[int]]:
+    """``iflow train --restarts 2 --jobs 2`` for far too many epochs; returns once both workers train."""
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x=rng.normal(size=(200, 2)), u=np.arange(200) % 2)
+    argv = [sys.executable, "-m", "iflow.cli", "train", "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run")]
+    argv += "--restarts 2 --jobs 2 --epochs 100000 --batch-size 50 --flow realnvp --depth 1 --hidden 4".split()  # noqa: SIM905
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        busy = [pid for pid in children_of(proc.pid) if cpu_seconds(pid) > 1.0]  # past imports: training
+        if len(busy) >= 2:
+            return proc, busy
+        time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("the restart workers did not start in time")
+
+
+def end_all(pids: list[int], timeout: float = 10.0) -> list[int]:
+    """Wait up to ``timeout`` for ``pids`` to end; return those still alive (then killed, so none is left)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and any(alive(pid) for pid in pids):
+        time.sleep(0.1)
+    survivors = [pid for pid in pids if alive(pid)]
+    for pid in survivors:
+        os.kill(pid, signal.SIGKILL)
+    return survivors
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_restart_workers_end_when_the_parent_is_killed(tmp_path):
+    proc, workers = start_training_restarts(tmp_path)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert end_all(workers) == [], "workers outlived their SIGKILLed parent"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_sigterm_to_the_parent_ends_the_workers_with_a_message(tmp_path):
+    proc, workers = start_training_restarts(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iflow: interrupted; SIGTERM"), err
+    assert "Traceback" not in err
+    assert end_all(workers) == [], "workers outlived their parent"
+    assert not (tmp_path / "run").exists(), "nothing was saved, so nothing may be left"

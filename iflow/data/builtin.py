@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .dataset import Dataset, load_csv, load_npz, make_dataset
-from ..errors import UserError
+from .dataset import Dataset, load_csv, make_dataset
+from .images import load_npz_file
+from ..errors import UserError, param
 from .toy2d import DENSITIES
 
 TOY_SIZES = {"train": 30_000, "test": 20_000}
@@ -43,11 +44,19 @@ def is_builtin(spec: str) -> bool:
     return spec in BUILTIN
 
 
-def load_data(spec: str | Path, split: str = "train") -> Dataset:
-    """A built-in set's ``split`` (``"train"`` or ``"test"``), or a ``.npz`` / ``.csv`` file (all rows)."""
+def load_data(spec: str | Path, split: str = "train", u_cols: int = 0, levels: int | None = None) -> Dataset:
+    """A built-in set's ``split`` (``"train"`` or ``"test"``), or a ``.npz`` / ``.csv`` file (all rows).
+
+    ``u_cols``: how many trailing columns of a CSV are u (see :func:`~iflow.data.dataset.load_csv`);
+    ``levels``: the number of levels of an ``.npz`` of images (see :mod:`iflow.data.images`).
+    """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     spec = str(spec)
+    if u_cols and Path(spec).suffix.lower() != ".csv":
+        raise UserError(f"{spec}: {param('u_cols')} is for CSV files (an .npz holds u as its own array)")
+    if levels is not None and (is_builtin(spec) or Path(spec).suffix.lower() == ".csv"):
+        raise UserError(f"{spec}: {param('levels')} is for an .npz of images")
     if spec in DENSITIES:
         return load_toy(spec, split)
     if spec == "digits":
@@ -58,7 +67,7 @@ def load_data(spec: str | Path, split: str = "train") -> Dataset:
     if path.is_dir():
         raise UserError(f"{spec}: is a folder, not a data file")
     if path.suffix.lower() == ".csv":
-        return load_csv(path)
+        return load_csv(path, u_cols)
     if path.suffix.lower() == ".npz" or path.exists():  # load_npz names what else the file is
-        return load_npz(path)
+        return load_npz_file(path, levels)
     raise UserError(f"{spec}: unknown data set; give one of {', '.join(BUILTIN)} or a .npz or .csv file")

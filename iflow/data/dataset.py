@@ -7,13 +7,15 @@ or floats (n, m), and optionally ``s`` (n, k) true sources and
 
 from __future__ import annotations
 
+import math
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, param
 
 
 @dataclass
@@ -32,7 +34,7 @@ class AuxSpec:
 
 @dataclass(frozen=True)
 class Dataset:
-    """``x: (n, d)`` float32, ``u: (n,)`` int64 or ``(n, m)`` float32, ``s: (n, k)`` or None.
+    """``x: (n, d)`` float32, ``u: (n,)`` int64 labels or ``(n, m)`` float32 (continuous), ``s: (n, k)`` or None.
 
     Optional descriptions used by density estimation:
     ``entropy``: the true differential entropy of x (nats), when known;
@@ -65,7 +67,11 @@ class Dataset:
 
 @dataclass
 class Standardizer:
-    """Per-dimension affine map x -> (x - mean) / std, remembered in the run."""
+    """Per-dimension affine map x -> (x - mean) / std, remembered in the run.
+
+    Statistics and the map are computed in float64, so x scaled by 1e-30 or 1e30 gives
+    the same standardised data as x (float32 would underflow or overflow the variance).
+    """
 
     mean: np.ndarray
     std: np.ndarray
@@ -82,8 +88,12 @@ class Standardizer:
         """The fixed map x -> (x - lo) / (hi - lo) onto [0, 1), for bounded (dequantised) data."""
         return cls(np.full(dim, float(lo)), np.full(dim, float(hi - lo)))
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean) / self.std).astype(np.float32)
+    def __call__(self, x: np.ndarray, name: str = "x") -> np.ndarray:
+        """``x: (n, d)`` in standardised units, float32; :class:`UserError` if that overflows float32."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.std
+        if not np.all(np.abs(z) < np.finfo(np.float32).max):
+            raise UserError(f"{name}: x is beyond float32 in the run's standardised units (far outside its training data)")
+        return z.astype(np.float32)
 
     def inverse(self, x: np.ndarray) -> np.ndarray:
         return (x * self.std + self.mean).astype(np.float32)
@@ -109,25 +119,35 @@ def looks_one_hot(u: np.ndarray) -> bool:
 def normalize_aux(u: np.ndarray, name: str) -> np.ndarray:
     """Validate u and convert one-hot rows to integer labels.
 
-    Returns int64 labels (n,) or float32 (n, m).
+    Returns int64 labels (n,) or float32 (n, m). Integers (n,) or (n, 1) and integer-valued
+    floats (n,) are labels; a float column (n, 1), or floats (n,) that are not all integers,
+    is one continuous auxiliary variable (a time stamp), returned as (n, 1).
     """
-    if u.ndim == 2 and u.shape[1] == 1:
+    integer_typed = np.issubdtype(u.dtype, np.integer) or np.issubdtype(u.dtype, np.bool_)
+    if u.ndim == 2 and u.shape[1] == 1 and integer_typed:
         u = u[:, 0]
     if u.ndim == 1:
-        if np.issubdtype(u.dtype, np.integer) or np.issubdtype(u.dtype, np.bool_):
+        if integer_typed:
+            if u.size and u.max() > len(u):  # also keeps uint64 beyond int64 from wrapping round
+                raise UserError(f"{name}: u has label {u.max()} but only {len(u)} rows; labels must be 0, 1, 2, ...")
             labels = u.astype(np.int64)
         else:
             if not np.all(np.isfinite(u)):
                 raise UserError(f"{name}: u contains NaN or inf")
             if not np.all(u == np.round(u)):
-                raise UserError(f"{name}: u is 1-D but not integer labels (non-integer values such as {u[u != np.round(u)][0]})")
+                return u[:, None].astype(np.float32)
+            if u.size and (u.min() < 0 or u.max() > len(u)):  # checked before the cast, which would overflow
+                raise UserError(f"{name}: u has labels outside 0..{len(u)} (min {u.min():g}, max {u.max():g}); labels must be 0, 1, 2, ...")
             labels = u.astype(np.int64)
         if labels.min() < 0:
             raise UserError(f"{name}: u has negative labels (min {labels.min()}); labels must be 0, 1, 2, ...")
         return labels
     if u.ndim == 2:
-        if not np.all(np.isfinite(u)):
-            raise UserError(f"{name}: u contains NaN or inf")
+        if u.shape[1] == 0:
+            raise UserError(f"{name}: u has no columns (shape {u.shape}); give labels (n,) or floats (n, m)")
+        with np.errstate(over="ignore", invalid="ignore"):
+            if not np.all(np.isfinite(u.astype(np.float32))):
+                raise UserError(f"{name}: u contains NaN or inf, or values beyond float32")
         if looks_one_hot(u):
             return u.argmax(1).astype(np.int64)
         return u.astype(np.float32)
@@ -194,6 +214,16 @@ def make_dataset(
 
 def load_npz(path: str | Path) -> Dataset:
     """Load and validate a data file; every problem becomes one :class:`UserError`."""
+    return dataset_from_arrays(read_npz(path), str(path))
+
+
+def dataset_from_arrays(arrays: dict[str, np.ndarray], name: str) -> Dataset:
+    """A :class:`Dataset` from the arrays of a data file (``x``, ``u``, optionally ``s``, ``true_log_likelihood``)."""
+    return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), name)
+
+
+def read_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` data file, which must hold ``x`` and ``u`` (:class:`UserError` otherwise)."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
@@ -207,33 +237,63 @@ def load_npz(path: str | Path) -> Dataset:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise UserError(f"{path}: a single .npy array, not an .npz archive with x and u")
         with archive:
+            check_npz_sizes(archive, path)
             arrays = {key: archive[key] for key in archive.files}
     except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, RuntimeError) as exc:
         raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+    except MemoryError:
+        raise UserError(f"{path}: its arrays do not fit in this machine's memory") from None
     for key in ("x", "u"):
         if key not in arrays:
             raise UserError(f"{path}: missing array {key!r} (found {sorted(arrays) or 'none'})")
-    return make_dataset(arrays["x"], arrays["u"], arrays.get("s"), arrays.get("true_log_likelihood"), str(path))
+    return arrays
 
 
-def load_csv(path: str | Path) -> Dataset:
-    """A comma-separated file of floats, one sample per row, no header; u = 0 for every row."""
+def check_npz_sizes(archive: np.lib.npyio.NpzFile, path: Path) -> None:
+    """Refuse an array whose header claims more bytes than its archive member holds (before allocating it)."""
+    for info in archive.zip.infolist():
+        with archive.zip.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                continue  # read_array reports what it cannot read
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+            claimed = math.prod(shape) * dtype.itemsize
+            if not dtype.hasobject and claimed > info.file_size:
+                raise UserError(f"{path}: array {info.filename} claims shape {shape} ({claimed} bytes) but holds {info.file_size} bytes")
+
+
+
+def load_csv(path: str | Path, u_cols: int = 0) -> Dataset:
+    """A comma-separated file of floats, one sample per row, no header.
+
+    The last ``u_cols`` columns are u: one integer-valued column is labels, one column
+    of other numbers a continuous u (n, 1), several columns one-hot labels or continuous
+    u (n, m). With ``u_cols = 0``, u = 0 for every row (a single label).
+    """
     path = Path(path)
     if not path.exists():
         raise UserError(f"{path}: no such file")
     try:
-        x = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "input contained no data": make_dataset says it is empty
+            table = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
     except ValueError:
         raise UserError(f"{path}: {first_csv_problem(path)}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not a readable CSV file ({exc})") from None
-    return make_dataset(x, np.zeros(x.shape[0], dtype=np.int64), name=str(path))
+    if u_cols < 0 or u_cols >= table.shape[1]:
+        raise UserError(f"{path}: {param('u_cols')} {u_cols} leaves no x columns ({table.shape[1]} columns in the file)")
+    if u_cols == 0:
+        return make_dataset(table, np.zeros(table.shape[0], dtype=np.int64), name=str(path))
+    u = table[:, -u_cols:]
+    return make_dataset(table[:, :-u_cols], u[:, 0] if u_cols == 1 else u, name=str(path))
 
 
 def first_csv_problem(path: Path) -> str:
     """Describe the first line that keeps a CSV from being a rectangular table of floats."""
     width = None
-    with open(path) as f:
+    with open(path, errors="replace") as f:  # bytes that are not text become U+FFFD, which is not a float
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -9,11 +9,10 @@ read them: dequantise with unit bins (x + U(0, 1), range [0, 17)), map to
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 
 from .dataset import Dataset, make_dataset
+from .images import as_images
 
 LEVELS = 17
 SHAPE = (1, 8, 8)
@@ -34,5 +33,4 @@ def load_digits(split: str) -> Dataset:
 
     bunch = sklearn_digits()
     rows = split_rows(len(bunch.target))[split]
-    data = make_dataset(bunch.data[rows], bunch.target[rows], name=f"digits ({split} split)")
-    return replace(data, dequantize=1.0, bounds=(0.0, float(LEVELS)), image_shape=SHAPE)
+    return as_images(make_dataset(bunch.data[rows], bunch.target[rows], name=f"digits ({split} split)"), LEVELS, SHAPE)

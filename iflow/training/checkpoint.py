@@ -3,9 +3,11 @@
 A checkpoint holds the model, optimizer and schedule states, every random
 number generator (torch, numpy, Python, the trainer's data-order generator),
 the position in the data order and the history so far. It is written
-atomically and only from a finite state. Unlike ``model.pt`` it holds Python
-objects (RNG states), so it is loaded with ``weights_only=False``: only ever
-load checkpoints this program wrote.
+atomically and only from a finite state. Every RNG state is stored as tensors
+and numbers, so a checkpoint loads with ``weights_only=True``: a file that holds
+any other object (a crafted pickle) is refused before anything in it runs, and
+its version and layout are checked before :func:`~iflow.training.trainer.fit`
+compares its identity (options, data) and only then restores it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from ..errors import UserError
 from ..files import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: RNG states as tensors (weights_only loading)
+CHECKPOINT_KEYS = ("model", "optimizer", "schedule", "rng", "progress", "identity", "epoch_start")
 
 
 @dataclass
@@ -71,13 +74,16 @@ def check_same_run(saved: dict, identity: dict, path: Path) -> None:
 
 
 def rng_states(generator: torch.Generator) -> dict:
-    """Every generator training draws from (CUDA's too when present)."""
+    """Every generator training draws from (CUDA's too when present), as tensors and numbers."""
+    _, keys, position, has_gauss, cached_gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     states = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(position),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gauss)},
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
         "generator": generator.get_state(),
-    }
+    }  # fmt: skip
     if torch.cuda.is_available():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -85,8 +91,11 @@ def rng_states(generator: torch.Generator) -> dict:
 
 def restore_rng_states(states: dict, generator: torch.Generator) -> None:
     torch.set_rng_state(states["torch"])
-    np.random.set_state(states["numpy"])
-    random.setstate(states["python"])
+    numpy = states["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["cached_gaussian"]))
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["internal"].tolist()), python["gauss_next"]))
     generator.set_state(states["generator"])
     if "cuda" in states and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -115,13 +124,25 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; one clear error for anything else."""
+    """Read a checkpoint written by :func:`save_checkpoint`; one clear error for anything else.
+
+    Loaded with ``weights_only=True`` (tensors, numbers, strings and containers only), so
+    no code in the file runs; then its version and layout are checked.
+    """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)  # our own file: holds RNG states
-    except Exception as exc:  # noqa: BLE001 (torch raises many types for corrupt files)
-        raise UserError(f"{path}: unreadable checkpoint ({type(exc).__name__}); start again with --overwrite") from None
-    if not isinstance(state, dict) or "model" not in state:
-        raise UserError(f"{path}: not an iflow checkpoint")
-    if state.get("version", 0) > CHECKPOINT_VERSION:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 (torch raises many types for corrupt or crafted files)
+        raise UserError(
+            f"{path}: unreadable checkpoint ({type(exc).__name__}; only tensors and numbers are loaded); "
+            "start again with --overwrite"
+        ) from None
+    if not isinstance(state, dict) or not isinstance(state.get("version"), int):
+        raise UserError(f"{path}: not an iflow checkpoint; start again with --overwrite")
+    if state["version"] > CHECKPOINT_VERSION:
         raise UserError(f"{path}: written by a newer iflow (checkpoint version {state['version']}); upgrade iflow")
+    if state["version"] < CHECKPOINT_VERSION:
+        raise UserError(f"{path}: written by an older iflow (checkpoint version {state['version']}); start again with --overwrite")
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state.get(key), dict)]
+    if missing or not all(isinstance(v, torch.Tensor) for v in state["model"].values()):
+        raise UserError(f"{path}: not an iflow checkpoint (bad or missing {', '.join(missing) or 'model weights'})")
     return state

@@ -218,17 +218,20 @@ class Trainer:
         saved = load_checkpoint(path)
         check_same_run(saved, self.identity, path)
         try:
+            self.restore(saved["epoch_start"])  # both saved states must fit this model
             self.restore(saved)
-        except (RuntimeError, KeyError, ValueError) as exc:  # e.g. a checkpoint of a differently shaped model
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError, IndexError) as exc:  # e.g. another model
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise UserError(f"{path}: the checkpoint does not fit this model ({reason})") from None
-        self.epoch_start = saved.get("epoch_start") or self.capture()
+        self.epoch_start = saved["epoch_start"]
 
     def recover(self, where: str) -> None:
         """Roll back to the start of the epoch with a smaller learning rate (at most ``MAX_RETRIES`` times)."""
         retries = self.progress.retries + 1
         if retries > MAX_RETRIES:
             lr = self.optimizer.param_groups[0]["lr"]
+            if self.checkpoint is not None:  # resuming would diverge the same way: leave no checkpoint behind
+                self.checkpoint.path.unlink(missing_ok=True)
             raise TrainingDiverged(
                 f"training diverged: non-finite loss or gradient at {where}, still after {MAX_RETRIES} "
                 f"learning-rate reductions (to {lr:.3g}); lower {param('lr')} (was {self.config.lr:g}) or check the data"

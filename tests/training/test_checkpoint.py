@@ -22,6 +22,7 @@ from iflow.errors import UserError
 from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
+from iflow.rundir import MARKER, prepare_run_dir
 from iflow.training.trainer import TrainingInterrupted, fit
 
 N, DIM = 400, 3
@@ -62,7 +63,7 @@ def wait_for_progress(proc: subprocess.Popen, checkpoint: Path, epochs: int, tim
         assert proc.poll() is None, f"training ended before it could be interrupted: {proc.communicate()}"
         if checkpoint.exists():
             try:
-                progress = torch.load(checkpoint, weights_only=False)["progress"]
+                progress = torch.load(checkpoint, weights_only=True)["progress"]
             except Exception:  # noqa: BLE001 (replaced while reading: try again)
                 progress = {"epoch": 0, "step": 0}
             if progress["epoch"] >= epochs and progress["step"] >= 2:
@@ -105,7 +106,7 @@ def test_sigint_saves_then_exits_and_resume_matches(data_file: Path, reference: 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("iflow: interrupted; checkpoint saved to"), err
     assert "Traceback" not in err
-    assert sorted(p.name for p in out.iterdir()) == [CHECKPOINT_FILE]
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, CHECKPOINT_FILE]
     saved = load_checkpoint(out / CHECKPOINT_FILE)
     assert all(torch.isfinite(v).all() for v in saved["model"].values())
     capsys.readouterr()
@@ -199,3 +200,56 @@ def test_sigterm_mid_epoch_saves_and_resume_matches_an_uninterrupted_fit(tmp_pat
     resumed = tiny_model()
     fit(resumed, tiny_data(), config, progress=False, checkpoint=Checkpointing(path, resume=True))
     assert_same_weights(reference.state_dict(), resumed.state_dict())
+
+
+class RunsCode:
+    """Unpickling this runs a shell command: what a crafted checkpoint would do."""
+
+    def __init__(self, witness: Path):
+        self.witness = witness
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.witness}",)
+
+
+def test_a_crafted_checkpoint_is_refused_before_any_of_it_runs(data_file: Path, tmp_path: Path, capsys) -> None:
+    victim, witness = tmp_path / "victim", tmp_path / "code-ran"
+    prepare_run_dir(victim, overwrite=False)  # a run directory, as a killed run leaves it
+    torch.save({"version": 2, "model": {"w": torch.zeros(1)}, "rng": RunsCode(witness)}, victim / CHECKPOINT_FILE)
+    with pytest.raises(UserError, match="unreadable checkpoint"):
+        load_checkpoint(victim / CHECKPOINT_FILE)
+    assert main(["train", "--data", str(data_file), "--out", str(victim), *OPTIONS, "--resume"]) == 2
+    assert "unreadable checkpoint" in capsys.readouterr().err
+    assert not witness.exists(), "the checkpoint's pickle ran a command"
+
+
+def test_a_checkpoint_of_the_wrong_layout_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / CHECKPOINT_FILE
+    torch.save({"version": 2, "model": [torch.zeros(1)]}, path)
+    with pytest.raises(UserError, match="not an iflow checkpoint"):
+        load_checkpoint(path)
+    torch.save({"version": 1, "model": {}}, path)
+    with pytest.raises(UserError, match="older iflow"):
+        load_checkpoint(path)
+
+
+DIVERGING = "--epochs 2 --batch-size 32 --flow realnvp --depth 2 --hidden 16 --lr 3".split()  # noqa: SIM905
+
+
+def test_rollback_after_a_divergence_does_not_depend_on_checkpoint_timing(data_file: Path, tmp_path: Path, caplog) -> None:
+    weights = []
+    for every in ("0", "0.02", "1e9"):
+        out = tmp_path / f"every-{every}"
+        assert main(["train", "--data", str(data_file), "--out", str(out), *DIVERGING, "--checkpoint-every", every]) == 0
+        weights.append(torch.load(out / "model.pt", weights_only=True)["state_dict"])
+    assert "rolled back" in caplog.text, "the run must diverge (and recover) for this test to mean anything"
+    assert_same_weights(weights[0], weights[1])
+    assert_same_weights(weights[0], weights[2])
+
+
+def test_a_diverged_run_leaves_no_checkpoint_and_nothing_else(data_file: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--data", str(data_file), "--out", str(out), *DIVERGING, "--lr", "1e8", "--checkpoint-every", "0"]
+    assert main(argv) == 2
+    assert "training diverged" in capsys.readouterr().err
+    assert not out.exists(), "a diverged run must leave no checkpoint.pt (nor its folder)"
