@@ -116,12 +116,15 @@ class _RunEstimator(TransformerMixin, BaseEstimator):
             torch.manual_seed(SCORE_SEED)
             return float(evaluate(self.run_, data)["log_likelihood"])
 
-    def sample(self, n_samples: int = 1, u: int = 0) -> np.ndarray:
-        """``n_samples`` draws of x from p(x | u) for one label ``u``, in the units of the training X: ``(n, d)``."""
+    def sample(self, n_samples: int = 1, u: int | np.ndarray = 0) -> np.ndarray:
+        """``n_samples`` draws of x from p(x | u), in the units of the training X: ``(n, d)``.
+
+        ``u``: one label or ``(n,)`` labels; for a continuous u, one value ``(m,)`` or ``(n, m)``.
+        """
         check_is_fitted(self)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         with _as_value_errors():
-            return sample(self.run_, int(u), int(n_samples), seed=seed)
+            return sample(self.run_, np.asarray(u) if np.ndim(u) else int(u), int(n_samples), seed=seed)
 
     def __sklearn_tags__(self) -> Tags:
         tags = super().__sklearn_tags__()

@@ -189,3 +189,11 @@ def test_ivae_in_a_pipeline_gets_u_by_metadata_routing(synthetic):
         z = pipe.transform(x, u=u)
     np.testing.assert_array_equal(z, pipe[-1].transform(pipe[0].transform(x), u))
     assert z.shape == (600, 3)
+
+
+def test_continuous_u_fits_and_samples(synthetic):
+    """A time stamp as u, (n, 1) floats: the prior is an MLP of u; sample takes one value of u."""
+    x, t = synthetic.x[:600], (synthetic.u[:600] + 0.5)[:, None].astype(np.float32)
+    flow = IdentifiableFlowICA(epochs=1, random_state=0).fit(x, t)
+    assert flow.run_.model_config.aux.kind == "continuous"
+    assert flow.sample(7, u=np.array([2.5])).shape == (7, 3) and np.isfinite(flow.score(x, t))
