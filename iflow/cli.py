@@ -113,9 +113,17 @@ def add_synthetic_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segments", type=positive_int, default=from_defaults["segments"], help="number of segments M (default 40)")
     p.add_argument("--per-segment", type=positive_int, default=from_defaults["per_segment"], help="points per segment L (default 1000)")
     p.add_argument("--layers", type=positive_int, default=from_defaults["layers"], help="mixing MLP layers (default 3)")
-    p.add_argument("--activation", choices=["xtanh", "leaky"], default="xtanh", help="mixing activation (default xtanh)")
+    p.add_argument("--activation", choices=["xtanh", "leaky", "smooth-leaky"], default="xtanh",
+                   help="mixing activation (default xtanh); smooth-leaky: c a + (1 - c) softplus(a), c = --slope")
     p.add_argument("--centered", action="store_true", help="zero-mean sources (variance-modulated only)")
-    p.add_argument("--prior", choices=["gauss", "laplace"], default="gauss", help="source distribution (default gauss)")
+    p.add_argument("--prior", choices=["gauss", "laplace", "student-t", "uniform"], default="gauss",
+                   help="source distribution (default gauss)")
+    p.add_argument("--dof", type=float, default=3.0, help="degrees of freedom of --prior student-t (default 3)")
+    p.add_argument("--slope", type=float, default=0.2, help="negative-side slope of the leaky activations (default 0.2)")
+    p.add_argument("--condition-percentile", type=float, default=25.0,
+                   help="mixing matrices accepted below this percentile of random condition numbers (default 25)")
+    p.add_argument("--max-condition", type=float, default=None,
+                   help="instead, mixing matrices accepted below this condition number (e.g. 25)")
     p.add_argument(
         "--noise", type=nonnegative_float, default=0.0,
         help="standard deviation (not variance) of Gaussian noise added to x (default 0); the iVAE benchmark's "
@@ -145,7 +153,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    help="iflow (default), flow (unconditional baseline), ivae, or the baselines vae, betavae, tcvae")
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
-    p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace (default {d.prior})")
+    p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace; iflow also "
+                   f"student-t or shape (default {d.prior})")
     p.add_argument("--depth", type=positive_int, default=None,
                    help="flow depth, or the VAE's hidden layers (default: the flow's own; VAE 3)")
     p.add_argument("--hidden", type=positive_int, default=None,
@@ -324,6 +333,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
     check_output_file(args.out)
     fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
     fields += ("obs", "dim")
+    fields += ("dof", "slope", "condition_percentile", "max_condition")
     config = SyntheticConfig(**{name: getattr(args, name) for name in fields})
     try:
         data = generate(config)

@@ -19,6 +19,16 @@ model's exact log-likelihood of every sample is known:
     log p(x | u) = log p(s | u) - sum_l log|det W_l| - sum_{l<L} sum_i log h'(a_{l,i})
 
 It is None (undefined or intractable) with noise, Bernoulli observations or D > n.
+
+Beyond the papers (the robustness suite, ``benchmarks/robustness.py``): sources
+``prior="student-t"`` (heavy tails, ``dof`` degrees of freedom) and ``"uniform"``
+(bounded), each scaled to the segment's standard deviation (Student-t: when
+dof > 2; otherwise its scale is the drawn std); leaky-ReLU at any ``slope``;
+``activation="smooth-leaky"``, h(a) = c a + (1 - c) softplus(a) with c = ``slope``,
+a smooth leaky-ReLU: h'(a) = c + (1 - c) sigmoid(a) lies in (c, 1), so h is a
+strictly increasing bijection of R (unlike ELU, whose image is bounded below);
+matrices accepted below the ``condition_percentile`` of random draws, or below
+a fixed ``max_condition`` instead.
 """
 
 from __future__ import annotations
@@ -26,10 +36,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
-ACTIVATIONS = ("xtanh", "leaky")
-SOURCE_PRIORS = ("gauss", "laplace")
+ACTIVATIONS = ("xtanh", "leaky", "smooth-leaky")
+SOURCE_PRIORS = ("gauss", "laplace", "student-t", "uniform")
 OBSERVATIONS = ("gaussian", "bernoulli")
 LEAKY_SLOPE = 0.2
 
@@ -49,6 +59,10 @@ class SyntheticConfig:
     seed: int = 1
     obs: str = "gaussian"
     dim: int = 0  # observed dimensions D; 0: D = sources
+    dof: float = 3.0  # degrees of freedom of prior "student-t"
+    slope: float = LEAKY_SLOPE  # negative-side slope of activations "leaky" and "smooth-leaky"
+    condition_percentile: float = 25.0  # matrices accepted below this percentile of random condition numbers
+    max_condition: float | None = None  # instead: accepted below this fixed condition number
 
     @property
     def observed_dim(self) -> int:
@@ -70,6 +84,18 @@ class SyntheticConfig:
             raise ValueError("--noise is for --obs gaussian; Bernoulli observations are already random")
         if self.dim != 0 and self.dim < self.sources:
             raise ValueError(f"--dim must be >= --sources ({self.sources}), got {self.dim}")
+        self.validate_suite_options()
+
+    def validate_suite_options(self) -> None:
+        """The options of the robustness suite: source tails, activation slope, conditioning."""
+        if not self.dof > 0:
+            raise ValueError(f"--dof must be > 0, got {self.dof}")
+        if not 0 < self.slope <= 1:
+            raise ValueError(f"--slope must be in (0, 1], got {self.slope}")
+        if not 0 < self.condition_percentile <= 100:
+            raise ValueError(f"--condition-percentile must be in (0, 100], got {self.condition_percentile}")
+        if self.max_condition is not None and not self.max_condition > 1:
+            raise ValueError(f"--max-condition must be > 1 (a condition number), got {self.max_condition}")
 
 
 @dataclass
@@ -93,22 +119,31 @@ def xtanh(a: np.ndarray) -> np.ndarray:
     return np.tanh(a) + 0.1 * a
 
 
-def activation_log_derivative(name: str, a: np.ndarray) -> np.ndarray:
+def activation_log_derivative(name: str, a: np.ndarray, slope: float = LEAKY_SLOPE) -> np.ndarray:
     if name == "xtanh":
         return np.log(1.0 - np.tanh(a) ** 2 + 0.1)
-    return np.where(a > 0, 0.0, np.log(LEAKY_SLOPE))
+    if name == "smooth-leaky":
+        return np.log(slope + (1.0 - slope) * special.expit(a))
+    return np.where(a > 0, 0.0, np.log(slope))
 
 
-def activate(name: str, a: np.ndarray) -> np.ndarray:
+def activate(name: str, a: np.ndarray, slope: float = LEAKY_SLOPE) -> np.ndarray:
     if name == "xtanh":
         return xtanh(a)
-    return np.where(a > 0, a, LEAKY_SLOPE * a)
+    if name == "smooth-leaky":
+        return slope * a + (1.0 - slope) * np.logaddexp(0.0, a)
+    return np.where(a > 0, a, slope * a)
 
 
 def condition_threshold(
-    rows: int, rng: np.random.Generator, draws: int = 10_000, cols: int | None = None, chunk: int = 500
+    rows: int,
+    rng: np.random.Generator,
+    draws: int = 10_000,
+    cols: int | None = None,
+    chunk: int = 500,
+    percentile: float = 25.0,
 ) -> float:
-    """25th percentile of the condition numbers of random column-normalised (rows, cols) matrices.
+    """The ``percentile`` of the condition numbers of random column-normalised (rows, cols) matrices.
 
     Drawn in chunks to bound memory; the random stream is the same as one big draw.
     """
@@ -118,7 +153,7 @@ def condition_threshold(
         mats = rng.uniform(-1, 1, size=(min(chunk, draws - start), rows, cols))
         mats /= np.linalg.norm(mats, axis=1, keepdims=True)
         conds.append(np.linalg.cond(mats))
-    return float(np.percentile(np.concatenate(conds), 25))
+    return float(np.percentile(np.concatenate(conds), percentile))
 
 
 def well_conditioned_matrix(
@@ -133,23 +168,56 @@ def well_conditioned_matrix(
             return w
 
 
-def mixing_matrices(n: int, dim: int, layers: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """``layers`` well-conditioned matrices: (n, dim) first, then (dim, dim)."""
+def mixing_matrices(
+    n: int,
+    dim: int,
+    layers: int,
+    rng: np.random.Generator,
+    percentile: float = 25.0,
+    max_condition: float | None = None,
+) -> list[np.ndarray]:
+    """``layers`` well-conditioned matrices: (n, dim) first, then (dim, dim).
+
+    Accepted below the ``percentile`` of random condition numbers, or below ``max_condition``.
+    """
+
+    def threshold_for(rows: int, cols: int | None = None) -> float:
+        if max_condition is not None:
+            return max_condition
+        return condition_threshold(rows, rng, cols=cols, percentile=percentile)
+
     if dim == n:
-        threshold = condition_threshold(n, rng)
+        threshold = threshold_for(n)
         return [well_conditioned_matrix(n, threshold, rng) for _ in range(layers)]
-    first = well_conditioned_matrix(n, condition_threshold(n, rng, cols=dim), rng, cols=dim)
+    first = well_conditioned_matrix(n, threshold_for(n, dim), rng, cols=dim)
     if layers == 1:
         return [first]
-    threshold = condition_threshold(dim, rng)
+    threshold = threshold_for(dim)
     return [first] + [well_conditioned_matrix(dim, threshold, rng) for _ in range(layers - 1)]
 
 
-def source_log_density(prior: str, s: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+def student_t_scale(dof: float) -> float:
+    """The scale of a unit-variance Student-t (dof > 2); 1 when its variance is infinite."""
+    return float(np.sqrt((dof - 2) / dof)) if dof > 2 else 1.0
+
+
+def source_log_density(prior: str, s: np.ndarray, mean: np.ndarray, std: np.ndarray, dof: float = 3.0) -> np.ndarray:
     """Elementwise log-density of the sources (std is the standard deviation)."""
     if prior == "gauss":
         return stats.norm.logpdf(s, loc=mean, scale=std)
+    if prior == "student-t":
+        return stats.t.logpdf(s, dof, loc=mean, scale=std * student_t_scale(dof))
+    if prior == "uniform":
+        half = std * np.sqrt(3)
+        return stats.uniform.logpdf(s, loc=mean - half, scale=2 * half)
     return stats.laplace.logpdf(s, loc=mean, scale=std / np.sqrt(2))
+
+
+def unit_source_noise(config: SyntheticConfig, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """Standardised draws of the suite's source families (zero location, unit variance when finite)."""
+    if config.prior == "student-t":
+        return student_t_scale(config.dof) * rng.standard_t(config.dof, size=size)
+    return rng.uniform(-np.sqrt(3), np.sqrt(3), size=size)
 
 
 def generate(config: SyntheticConfig) -> SyntheticData:
@@ -162,13 +230,17 @@ def generate(config: SyntheticConfig) -> SyntheticData:
     u = np.repeat(np.arange(m), per)
     if config.prior == "gauss":
         noise = rng.standard_normal((m * per, n))
-    else:
+    elif config.prior == "laplace":
         noise = rng.laplace(0.0, 1.0 / np.sqrt(2), size=(m * per, n))
+    else:
+        noise = unit_source_noise(config, (m * per, n), rng)
     s = means[u] + stds[u] * noise
 
-    weights = mixing_matrices(n, config.observed_dim, config.layers, rng)
+    weights = mixing_matrices(
+        n, config.observed_dim, config.layers, rng, config.condition_percentile, config.max_condition
+    )
     exact = config.noise == 0 and config.obs == "gaussian" and config.observed_dim == n
-    log_det = source_log_density(config.prior, s, means[u], stds[u]).sum(1)
+    log_det = source_log_density(config.prior, s, means[u], stds[u], config.dof).sum(1)
     h = s
     for layer, w in enumerate(weights):
         a = h @ w
@@ -176,8 +248,8 @@ def generate(config: SyntheticConfig) -> SyntheticData:
             log_det -= np.log(abs(np.linalg.det(w)))
         if layer < config.layers - 1:
             if exact:
-                log_det -= activation_log_derivative(config.activation, a).sum(1)
-            h = activate(config.activation, a)
+                log_det -= activation_log_derivative(config.activation, a, config.slope).sum(1)
+            h = activate(config.activation, a, config.slope)
         else:
             h = a
     x = h

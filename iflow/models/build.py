@@ -15,19 +15,22 @@ from nflows.transforms import CompositeTransform, Transform
 
 from ..config import ENCODERS, ModelConfig
 from ..errors import UserError, param
+from ..flexible_priors import FLEXIBLE_PRIORS
 from ..flows.build import FLOWS, build_flow, check_options
 from ..flows.multiscale import image_glow
 from ..flows.unit_logit import UnitLogit
 from ..networks import mlp
 from ..priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
-from ..protocols import Model
+from ..protocols import ConditionalPrior, Model
 from .decoders import OBSERVATIONS, build_observation
 from .identifiable_flow import IdentifiableFlow
 from .vae import VAE, GaussianEncoder
 
 
-def conditional_prior(config: ModelConfig, dim: int) -> ConditionalExpFamilyPrior:
+def conditional_prior(config: ModelConfig, dim: int) -> ConditionalPrior:
     """The shared conditional prior, fed by labels or by continuous u as the data calls for."""
+    if config.prior in FLEXIBLE_PRIORS:  # not exponential families: integer labels only, flows only
+        return FLEXIBLE_PRIORS[config.prior](dim, n_labels=config.aux.n_labels, aux_dim=config.aux.aux_dim)
     return ConditionalExpFamilyPrior(dim, config.prior, n_labels=config.aux.n_labels, aux_dim=config.aux.aux_dim)
 
 
@@ -143,8 +146,11 @@ def check_model_options(config: ModelConfig) -> None:
         raise UserError(f"{given} is for {readers(name)}; {param('model')} {config.model} does not use it")
     if "flow" in entry.options and config.flow not in FLOWS:
         raise UserError(f"unknown {param('flow')} {config.flow!r}; choose from {sorted(FLOWS)}")
-    if "prior" in entry.options and config.prior not in FAMILIES:
-        raise UserError(f"unknown {param('prior')} {config.prior!r}; choose from {sorted(FAMILIES)}")
+    priors = FAMILIES if entry.variational else {**FAMILIES, **FLEXIBLE_PRIORS}  # the VAE's M-step needs E_q[T(z)]
+    if "prior" in entry.options and config.prior not in priors:
+        raise UserError(
+            f"unknown {param('prior')} {config.prior!r} for {param('model')} {config.model}; choose from {sorted(priors)}"
+        )
     if entry.variational:
         check_vae_options(config)
 
