@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: tqdm.auto warns "IProgress not found" in Jupyter without ipywidgets
 
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset

@@ -7,7 +7,7 @@ import logging
 import sys
 from types import TracebackType
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the bar is for terminals; tqdm.auto warns "IProgress not found" in Jupyter
 
 log = logging.getLogger("iflow.training")
 
