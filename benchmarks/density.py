@@ -25,8 +25,8 @@ from sklearn.mixture import GaussianMixture
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.builtin import load_data
 from iflow.data.dequantization import dequantized
-from iflow.metrics import bits_per_dim
 from iflow.data.digits import LEVELS
+from iflow.metrics import bits_per_dim
 from iflow.runs import evaluate, train
 
 HERE = Path(__file__).parent

@@ -29,9 +29,9 @@ import torch
 
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
+from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.metrics import mcc
 from iflow.runs import evaluate, train
-from iflow.data.synthetic import SyntheticConfig, generate
 
 HERE = Path(__file__).parent
 RESULTS, REPORT = HERE / "ivae_results.json", HERE / "ivae.md"

@@ -76,7 +76,7 @@ def main(experiment: str = "noise") -> None:
             done[row_key(setting, seed)] = rows[-1]
             if not args.quick:
                 save_rows(cache, done)
-    for (setting, seed), row in zip(todo, rows):
+    for (setting, seed), row in zip(todo, rows, strict=False):
         done[row_key(setting, seed)] = row
     if not args.quick:
         done = save_rows(cache, done)

@@ -27,10 +27,10 @@ import torch
 
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
+from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.metrics import mcc
 from iflow.runs import plan_run
 from iflow.workflow import train_and_evaluate
-from iflow.data.synthetic import SyntheticConfig, generate
 
 GENERATORS = {  # name: SyntheticConfig options (all else as `iflow data synthetic` defaults)
     "xtanh": {},

@@ -19,10 +19,10 @@ from nflows.transforms import CompositeTransform, PiecewiseRationalQuadraticCoup
 from torch import Tensor, nn
 
 from iflow.flows.build import FLOWS, build_flow, options_for
+from iflow.flows.splines import RationalQuadraticCoupling
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.models.sampling import sample
 from iflow.priors import ConditionalExpFamilyPrior
-from iflow.flows.splines import RationalQuadraticCoupling
 
 NFLOWS_SPLINE = "iflow spline, nflows' RQ coupling"
 
@@ -134,7 +134,7 @@ def measure(args: argparse.Namespace, batch: int) -> None:
         print(f"| {name} | {params} | {m['train']:.0f} | {m['train'] / ref['train']:.2f} | {m['sample']:.0f} | {m['sample'] / ref['sample']:.2f} |")
     ours, theirs = rates["iflow spline"], rates[NFLOWS_SPLINE]
     # per round, ours over nflows' (the two ran seconds apart), then the median over rounds
-    speedup = {k: sorted(a / b for a, b in zip(ours[k], theirs[k]))[args.rounds // 2] for k in ("train", "sample")}
+    speedup = {k: sorted(a / b for a, b in zip(ours[k], theirs[k], strict=False))[args.rounds // 2] for k in ("train", "sample")}
     print()
     print(f"iflow's RQ coupling over nflows' (same flow, same parameters), median of per-round ratios: "
           f"training step {speedup['train']:.2f}x, sampling {speedup['sample']:.2f}x")  # fmt: skip

@@ -10,11 +10,18 @@ import json
 import logging
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from . import __version__
-from .config import LINEAR_FITS, MAX_SEED, PRIOR_FITS, ModelConfig, TrainConfig  # dataclasses only: --help stays instant
+from .config import (  # dataclasses only: --help stays instant
+    LINEAR_FITS,
+    MAX_SEED,
+    PRIOR_FITS,
+    ModelConfig,
+    TrainConfig,
+)
 from .training.stopping import STOP_REASONS
 
 DATA_HELP = (
@@ -56,7 +63,7 @@ def seed(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer in 0..{MAX_SEED}, got {text}")
     return value
 
-def _float(text: str, ok, what: str) -> float:
+def _float(text: str, ok: Callable[[float], bool], what: str) -> float:
     try:
         value = float(text)
     except ValueError:
@@ -378,9 +385,9 @@ def cmd_data_synthetic(args: argparse.Namespace) -> None:
 
     import numpy as np
 
+    from .data.synthetic import SyntheticConfig, generate
     from .errors import UserError
     from .files import save_npz
-    from .data.synthetic import SyntheticConfig, generate
 
     check_output_file(args.out)
     fields = ("sources", "segments", "per_segment", "layers", "activation", "centered", "prior", "noise", "seed")
@@ -560,7 +567,7 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     if args.json:
         print(to_json(report))
         return
-    for name, row in zip(report["runs"], report["pairwise"]):
+    for name, row in zip(report["runs"], report["pairwise"], strict=False):
         print(f"{name}: " + " ".join(f"{value:.3f}" for value in row))
     line = f"agreement between runs: mean MCC {report['mean']:.4f}, min {report['min']:.4f}"
     if report["true_mcc"] is not None:
@@ -620,7 +627,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
 class ConsoleHandler(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` (or, with ``errors``, ``sys.stderr``) is when a record arrives."""
 
-    def __init__(self, errors: bool):
+    def __init__(self, errors: bool) -> None:
         super().__init__()
         self.errors = errors
 

@@ -10,9 +10,9 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from .data.dataset import Dataset
+from .files import atomic_write
 from .metrics import mcc
 from .plotting import plot_recovered_sources, plot_restarts, plot_training_curves
-from .files import atomic_write
 from .runs import Run
 
 

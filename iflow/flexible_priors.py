@@ -50,7 +50,7 @@ class DensityFamily(ExpFamily):
 
     unit_params = ()
 
-    def __init__(self, name: str, n_params: int):
+    def __init__(self, name: str, n_params: int) -> None:
         self.name, self.n_stats = name, n_params
 
 
@@ -94,7 +94,7 @@ def standard_student_t(dof: Tensor, generator: torch.Generator | None = None) ->
 class LabelDensity:
     """p(z | u) for a batch of labels: what a flexible prior's ``prior(u)`` returns."""
 
-    def __init__(self, prior: LabelPrior, u: Tensor):
+    def __init__(self, prior: LabelPrior, u: Tensor) -> None:
         self.prior, self.u = prior, u
 
     def log_prob(self, z: Tensor) -> Tensor:
@@ -112,7 +112,7 @@ class LabelPrior(nn.Module):
     family: DensityFamily
     fits_labels = True  # the EM M-step on latents (fit_labels)
 
-    def __init__(self, dim: int, n_labels: int | None, aux_dim: int | None = None):
+    def __init__(self, dim: int, n_labels: int | None, aux_dim: int | None = None) -> None:
         super().__init__()
         if n_labels is None or aux_dim is not None:
             raise UserError(f"{param('prior')} {self.family.name} needs integer labels u (one row of parameters each)")
@@ -156,7 +156,7 @@ class ConditionalStudentTPrior(LabelPrior):
 
     family = DensityFamily("student-t", 3)
 
-    def __init__(self, dim: int, n_labels: int | None = None, aux_dim: int | None = None):
+    def __init__(self, dim: int, n_labels: int | None = None, aux_dim: int | None = None) -> None:
         super().__init__(dim, n_labels, aux_dim)
         self.loc = nn.Parameter(torch.zeros(n_labels, dim))
         unit_scale = 0.5 * math.log((START_DOF - 2) / START_DOF)  # unit variance at the starting nu
@@ -214,7 +214,7 @@ class ConditionalShapePrior(LabelPrior):
 
     def __init__(
         self, dim: int, n_labels: int | None = None, aux_dim: int | None = None, components: int = SHAPE_COMPONENTS
-    ):
+    ) -> None:
         super().__init__(dim, n_labels, aux_dim)
         self.components = components
         # start as a unit Gaussian: equal weights, means spread over [-0.5, 0.5], total variance 1

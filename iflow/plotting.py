@@ -24,7 +24,7 @@ def plot_source_pair(ax: Axes, source: np.ndarray, latent: np.ndarray, title: st
 def plot_recovered_sources(axes: np.ndarray, s: np.ndarray, z: np.ndarray, result: MCCResult) -> np.ndarray:
     """One panel per matched pair (true source j vs its latent), |r| in the title."""
     flat = np.ravel(axes)
-    for ax, j, k, r in zip(flat, result.sources, result.latents, result.per_component):
+    for ax, j, k, r in zip(flat, result.sources, result.latents, result.per_component, strict=False):
         plot_source_pair(ax, s[:, j], z[:, k], f"s{j} ~ z{k}  |r| = {r:.3f}")
     for ax in flat[len(result.sources) :]:
         ax.axis("off")
@@ -42,7 +42,7 @@ def plot_training_curves(axes: np.ndarray, history: list[dict]) -> np.ndarray:
     validation = (VAL_DATA_KEY, "validation log-lik.\n(nats/sample, x as given)") if in_data_units else (
         "val_log_likelihood", "validation log-lik.\n(nats/sample, standardised x)")  # fmt: skip
     panels = [("train_loss", "training loss\n(standardised x)"), validation, ("mcc", "MCC")]
-    for ax, (key, label) in zip(np.ravel(axes), panels):
+    for ax, (key, label) in zip(np.ravel(axes), panels, strict=False):
         values = [h.get(key) for h in history]
         if any(v is None for v in values):
             ax.axis("off")

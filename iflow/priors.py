@@ -249,7 +249,7 @@ class LabelEmbedding(nn.Module):
     ``u: (batch,)`` long in [0, n_labels) -> ``(batch, out_features)``.
     """
 
-    def __init__(self, n_labels: int, out_features: int):
+    def __init__(self, n_labels: int, out_features: int) -> None:
         super().__init__()
         self.n_labels = n_labels
         self.table = nn.Parameter(torch.zeros(n_labels, out_features))
@@ -264,7 +264,7 @@ class FactorizedExpFamily:
     ``eta: (batch, dim, n_stats)``; this is what ``prior(u)`` returns.
     """
 
-    def __init__(self, family: ExpFamily, eta: Tensor):
+    def __init__(self, family: ExpFamily, eta: Tensor) -> None:
         self.family = family
         self.eta = eta
 
@@ -301,7 +301,7 @@ class ConditionalExpFamilyPrior(nn.Module):
         n_labels: int | None = None,
         aux_dim: int | None = None,
         hidden: int = 64,
-    ):
+    ) -> None:
         super().__init__()
         if (n_labels is None) == (aux_dim is None):
             raise ValueError("give exactly one of n_labels (integer u) or aux_dim (float u)")
@@ -381,7 +381,7 @@ class StandardNormalPrior(nn.Module):
     n_labels = None
     fits_labels = False  # nothing to fit: the prior has no parameters
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int) -> None:
         super().__init__()
         self.dim = dim
         self.register_buffer("_anchor", torch.zeros(()))  # follows .to(device/dtype)

@@ -28,11 +28,11 @@ from .defaults import with_task_defaults
 from .errors import UserError, param
 from .files import atomic_write, save_json
 from .metrics import bits_per_dim, mcc
-from .runfiles import check_config, check_sizes, check_weights
 from .models.build import applicable_fields, build_model, model_entry
 from .models.decoders import check_observations
 from .models.sampling import sample as sample_model
 from .protocols import NO_LIKELIHOOD, Model
+from .runfiles import check_config, check_sizes, check_weights
 from .runtime import as_tensors, batched, resolve_device, seed_everything, torch_threads
 from .splits import describe_training_data
 from .training.checkpoint import Checkpointing

@@ -74,7 +74,7 @@ def train_with_restarts(
     else:
         outcomes = list(_train_in_processes(data, model_config, configs, progress, trainer, jobs))
     candidates = []
-    for config, (_, result) in zip(configs, outcomes):
+    for config, (_, result) in zip(configs, outcomes, strict=False):
         kept_epoch = result.history[result.best_epoch - 1] if result.history else {}
         candidates.append(Restart(config.seed, result.best_val_log_likelihood, kept_epoch.get("mcc"), result.seconds))
     best = max(range(restarts), key=lambda k: _score(candidates[k].val_log_likelihood))  # first of equals
@@ -137,7 +137,7 @@ def exit_with_parent(parent: int, poll: float = 0.2) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-def _train_worker(trainer: Trainer, data: Dataset, model_config: ModelConfig, config: TrainConfig):
+def _train_worker(trainer: Trainer, data: Dataset, model_config: ModelConfig, config: TrainConfig) -> tuple[Run, TrainResult]:
     torch.set_num_threads(config.threads)
     return trainer(data, model_config, config, False)
 

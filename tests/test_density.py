@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import torch
 
-from iflow.models.build import build_model
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import AuxSpec, Standardizer, make_dataset
 from iflow.density import class_samples, grid_log_density, log_density
+from iflow.models.build import build_model
 from iflow.runs import Run, evaluate
 
 

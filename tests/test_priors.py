@@ -8,7 +8,6 @@ from scipy import integrate, stats
 from iflow.priors import (
     FAMILIES,
     ConditionalExpFamilyPrior,
-    Gaussian,
     StandardNormalPrior,
     get_family,
     negative,

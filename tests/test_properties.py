@@ -16,10 +16,10 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from iflow.models.build import MODELS, build_model
 from iflow.config import ModelConfig
 from iflow.data.dataset import AuxSpec
 from iflow.flows.build import FLOWS, build_flow, options_for
+from iflow.models.build import MODELS, build_model
 from iflow.priors import FAMILIES, ConditionalExpFamilyPrior, StandardNormalPrior
 from tests.helpers import autograd_logabsdet, randomize
 

@@ -3,9 +3,9 @@ import pytest
 import torch
 from scipy import stats
 
-from iflow.models.build import build_model
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import Standardizer, aux_spec, make_dataset
+from iflow.models.build import build_model
 from iflow.runs import Run, evaluate
 
 

@@ -14,8 +14,8 @@ import torch
 from iflow.cli import main
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
-from iflow.selection import train_with_restarts
 from iflow.data.synthetic import SyntheticConfig, generate
+from iflow.selection import train_with_restarts
 from iflow.training.trainer import TrainResult
 
 # Fake restarts: validation log-likelihood by training seed, and an MCC that disagrees with it,
@@ -67,7 +67,7 @@ def test_restarts_in_parallel_processes_match_one_after_another():
     assert [r.val_log_likelihood for r in parallel[2]] == [r.val_log_likelihood for r in serial[2]]
     assert [r.chosen for r in parallel[2]] == [r.chosen for r in serial[2]]
     assert len({r.val_log_likelihood for r in serial[2]}) == 3  # the restarts differ from each other
-    for a, b in zip(serial[0].model.state_dict().values(), parallel[0].model.state_dict().values()):
+    for a, b in zip(serial[0].model.state_dict().values(), parallel[0].model.state_dict().values(), strict=False):
         assert torch.equal(a, b)
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UserError, param
 from .dataset import Dataset, load_csv, make_dataset
 from .images import load_npz_file
-from ..errors import UserError, param
 from .toy2d import DENSITIES
 
 TOY_SIZES = {"train": 30_000, "test": 20_000}

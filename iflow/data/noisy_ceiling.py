@@ -55,17 +55,19 @@ def jacobian(s: np.ndarray, weights: list[np.ndarray]) -> np.ndarray:
     return jac
 
 
-def posterior_mode(x, m, v, weights, sigma, iterations: int = 30):
+def posterior_mode(
+    x: np.ndarray, m: np.ndarray, v: np.ndarray, weights: list[np.ndarray], sigma: float, iterations: int = 30
+) -> tuple[np.ndarray, np.ndarray]:
     """Damped Gauss-Newton on log p(s | x, u), started at the linearised posterior mean at f^{-1}(x)."""
     h = x @ np.linalg.inv(weights[-1])
     for w in reversed(weights[:-1]):
         h = inverse_xtanh(h) @ np.linalg.inv(w)
     eye = np.eye(x.shape[1])
 
-    def precision(jac):
+    def precision(jac: np.ndarray) -> np.ndarray:
         return jac @ np.transpose(jac, (0, 2, 1)) / sigma**2 + eye / v[:, None, :]
 
-    def log_post(s):
+    def log_post(s: np.ndarray) -> np.ndarray:
         return -0.5 * ((x - mix(s, weights)) ** 2).sum(1) / sigma**2 - 0.5 * ((s - m) ** 2 / v).sum(1)
 
     jac = jacobian(h, weights)
@@ -89,7 +91,10 @@ def posterior_mode(x, m, v, weights, sigma, iterations: int = 30):
     return mode, np.linalg.inv(precision(jacobian(mode, weights)))
 
 
-def importance_sampling(x, m, v, weights, sigma, samples: int, rng: np.random.Generator):
+def importance_sampling(
+    x: np.ndarray, m: np.ndarray, v: np.ndarray, weights: list[np.ndarray], sigma: float, samples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """log p(x | u), E[s | x, u] and the effective sample size, per point."""
     mode, cov = posterior_mode(x, m, v, weights, sigma)
     chol = np.linalg.cholesky(cov * PROPOSAL_WIDEN**2)
@@ -125,7 +130,7 @@ def posterior_summaries(
     m, v = synthetic.means[u], synthetic.stds[u] ** 2
     parts = [importance_sampling(x[i : i + CHUNK], m[i : i + CHUNK], v[i : i + CHUNK], synthetic.weights, sigma,
                                  samples, rng) for i in range(0, len(x), CHUNK)]  # fmt: skip
-    log_lik, post_mean, ess = (np.concatenate(p) for p in zip(*parts))
+    log_lik, post_mean, ess = (np.concatenate(p) for p in zip(*parts, strict=False))
     return log_lik, post_mean, ess
 
 

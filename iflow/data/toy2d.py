@@ -41,7 +41,7 @@ class EightGaussians(Density2D):
 
     name = "eight-gaussians"
 
-    def __init__(self, radius: float = 2.0, scale: float = 0.25):
+    def __init__(self, radius: float = 2.0, scale: float = 0.25) -> None:
         self.scale = scale
         angles = 2 * np.pi * np.arange(8) / 8
         self.centers = radius * np.stack([np.cos(angles), np.sin(angles)], axis=1)
@@ -81,7 +81,7 @@ class Rings(Density2D):
 
     name = "rings"
 
-    def __init__(self, radii: tuple[float, ...] = (1.0, 2.0, 3.0), scale: float = 0.2):
+    def __init__(self, radii: tuple[float, ...] = (1.0, 2.0, 3.0), scale: float = 0.2) -> None:
         self.radii = np.asarray(radii, dtype=np.float64)
         self.scale = scale
 
@@ -111,7 +111,7 @@ class TwoMoons(Density2D):
     name = "moons"
     has_density = False
 
-    def __init__(self, noise: float = 0.1):
+    def __init__(self, noise: float = 0.1) -> None:
         self.noise = noise
 
     def sample(self, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+from matplotlib.axes import Axes
 
 from ..config import ModelConfig, TrainConfig
 from ..data.dataset import Dataset, make_dataset
@@ -135,7 +136,7 @@ def best_models(summary: dict) -> dict[float, str]:
     return best
 
 
-def plot_noise_curves(ax_mcc, ax_ll, summary: dict) -> None:
+def plot_noise_curves(ax_mcc: Axes, ax_ll: Axes, summary: dict) -> None:
     """MCC and held-out log-likelihood against noise sd, one line per model, with the Bayes limits (dashed)."""
     levels = sorted({sd for _, sd in summary})
     reference = [next(stats for (_, s), stats in summary.items() if s == sd) for sd in levels]

@@ -46,7 +46,7 @@ class AffineCoupling(_NflowsAffineCoupling):
     scaled tanh, which keeps one layer from exploding early in training.
     """
 
-    def __init__(self, mask: Tensor, transform_net_create_fn: Callable, max_log_scale: float = 3.0):
+    def __init__(self, mask: Tensor, transform_net_create_fn: Callable, max_log_scale: float = 3.0) -> None:
         super().__init__(mask, transform_net_create_fn)
         self.max_log_scale = max_log_scale
 
@@ -106,7 +106,7 @@ class ElementwiseSpline(PiecewiseRationalQuadraticCDF):
     Starts at the identity map. ``x: (batch, dim)``.
     """
 
-    def __init__(self, dim: int, bins: int = 8, tail_bound: float = 4.0):
+    def __init__(self, dim: int, bins: int = 8, tail_bound: float = 4.0) -> None:
         super().__init__(shape=(dim,), num_bins=bins, tails="linear", tail_bound=tail_bound, identity_init=True)
 
 

@@ -35,7 +35,7 @@ class ConvNet(nn.Module):
     """Coupling conditioner: 3x3 conv, 1x1 conv, 3x3 conv with ReLUs; the last layer starts at zero,
     so each coupling starts as the identity. ``(batch, in_channels, h, w) -> (batch, out_channels, h, w)``."""
 
-    def __init__(self, in_channels: int, out_channels: int, hidden: int):
+    def __init__(self, in_channels: int, out_channels: int, hidden: int) -> None:
         super().__init__()
         last = nn.Conv2d(hidden, out_channels, 3, padding=1)
         nn.init.zeros_(last.weight)
@@ -82,7 +82,7 @@ class ImageFlow(Transform):
     ``forward(x: (batch, C*H*W)) -> (z: (batch, C*H*W), logabsdet: (batch,))``.
     """
 
-    def __init__(self, shape: tuple[int, int, int], transform: Transform):
+    def __init__(self, shape: tuple[int, int, int], transform: Transform) -> None:
         super().__init__()
         self.shape = tuple(shape)
         self.transform = transform

@@ -26,6 +26,7 @@ the identity) with this spline inside.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -36,8 +37,8 @@ from nflows.transforms.splines.rational_quadratic import (
     DEFAULT_MIN_BIN_WIDTH,
     DEFAULT_MIN_DERIVATIVE,
 )
-from torch import Tensor
-from torch.autograd.function import once_differentiable
+from torch import Tensor, nn
+from torch.autograd.function import FunctionCtx, once_differentiable
 
 
 class _Constants(NamedTuple):
@@ -107,7 +108,7 @@ class _BinQuantities(torch.autograd.Function):
     """:func:`_bin_table` as an autograd function (used by the inverse)."""
 
     @staticmethod
-    def forward(ctx, params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> Tensor:
+    def forward(ctx: FunctionCtx, params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> Tensor:
         table, saved = _bin_table(params, search, c, inverse)
         ctx.save_for_backward(*saved)
         ctx.constants = c
@@ -115,7 +116,7 @@ class _BinQuantities(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor):
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor, None, None, None]:
         return _bin_table_grad(grad, ctx.saved_tensors, ctx.constants), None, None, None
 
 
@@ -135,7 +136,7 @@ class _ForwardSpline(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
+    def forward(ctx: FunctionCtx, inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
         outside = inputs.abs() > c.tail_bound
         clamped = inputs.clamp(-c.tail_bound, c.tail_bound)
         table, saved = _bin_table(params, clamped.reshape(-1), c, inverse=False)
@@ -163,7 +164,7 @@ class _ForwardSpline(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: Tensor, grad_logdet: Tensor):
+    def backward(ctx: FunctionCtx, grad_out: Tensor, grad_logdet: Tensor) -> tuple[Tensor, Tensor, None]:
         outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, *saved = (
             ctx.saved_tensors
         )
@@ -289,7 +290,10 @@ class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
     and index-put; other inputs take nflows' path.
     """
 
-    def __init__(self, mask: Tensor, transform_net_create_fn, num_bins: int = 8, tail_bound: float = 4.0, **kwargs):
+    def __init__(
+        self, mask: Tensor, transform_net_create_fn: Callable[[int, int], nn.Module], num_bins: int = 8,
+        tail_bound: float = 4.0, **kwargs: object,
+    ) -> None:
         super().__init__(
             mask, transform_net_create_fn, num_bins=num_bins, tails="linear", tail_bound=tail_bound, **kwargs
         )

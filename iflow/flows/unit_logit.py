@@ -17,7 +17,7 @@ class UnitLogit(Transform):
     Works on any shape ``(batch, ...)``; no parameters.
     """
 
-    def __init__(self, alpha: float = 0.05):
+    def __init__(self, alpha: float = 0.05) -> None:
         super().__init__()
         self.alpha = alpha
 

@@ -23,7 +23,7 @@ class GaussianObservation(nn.Module):
 
     name = "gaussian"
 
-    def __init__(self, dim: int, noise_var: float = 0.01, learn: bool = False):
+    def __init__(self, dim: int, noise_var: float = 0.01, learn: bool = False) -> None:
         super().__init__()
         log_var = torch.full((dim,), math.log(noise_var))
         if learn:

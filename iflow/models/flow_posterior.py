@@ -40,7 +40,7 @@ class FlowPosterior(nn.Module):
     """
 
     def __init__(self, latent_dim: int, x_dim: int, hidden: int = 64, depth: int = 2, bins: int = 8,
-                 tail_bound: float = 4.0):  # fmt: skip
+                 tail_bound: float = 4.0) -> None:  # fmt: skip
         super().__init__()
         if latent_dim < 2:
             raise ValueError(f"a flow posterior needs at least 2 latent dimensions, got {latent_dim}")

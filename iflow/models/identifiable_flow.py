@@ -26,7 +26,7 @@ class IdentifiableFlow(nn.Module):
     encode_kind = "z = g(x)"
     sample_kind = "draws from p(x | u)"
 
-    def __init__(self, flow: Transform, prior: ConditionalPrior):
+    def __init__(self, flow: Transform, prior: ConditionalPrior) -> None:
         super().__init__()
         self.flow = flow
         self.prior = prior

@@ -47,7 +47,7 @@ class GaussianEncoder(nn.Module):
     map; with ``aux=None`` the encoder is q(z | x) (the VAE baselines).
     """
 
-    def __init__(self, x_dim: int, latent_dim: int, aux: AuxSpec | None, hidden: int = 64, layers: int = 3):
+    def __init__(self, x_dim: int, latent_dim: int, aux: AuxSpec | None, hidden: int = 64, layers: int = 3) -> None:
         super().__init__()
         self.net = mlp(x_dim, 2 * latent_dim, hidden, layers)
         with torch.no_grad():
@@ -179,7 +179,7 @@ class VAE(nn.Module):
         product_posterior: bool = False,
         posterior_flow: FlowPosterior | None = None,
         objective_weights: tuple[float, float, float, float] | None = None,
-    ):
+    ) -> None:
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder

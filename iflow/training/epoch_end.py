@@ -48,7 +48,7 @@ class TrainingTensors:
 class EpochLatents:
     """Latents at the end of one epoch, encoded at most once and moved along by the refits."""
 
-    def __init__(self, model: Model, tensors: TrainingTensors):
+    def __init__(self, model: Model, tensors: TrainingTensors) -> None:
         self.model, self.tensors = model, tensors
         self._all: Tensor | None = None
         self._fit: Tensor | None = None
@@ -81,7 +81,7 @@ class EpochLatents:
 class LinearRefit:
     """Refit the flow's last linear layer with the Gaussian label prior profiled out."""
 
-    def __init__(self, model: Model, optimizer: torch.optim.Optimizer):
+    def __init__(self, model: Model, optimizer: torch.optim.Optimizer) -> None:
         self.model, self.optimizer = model, optimizer
 
     def __call__(self, latents: EpochLatents) -> None:
@@ -97,7 +97,7 @@ class LinearRefit:
 class PriorStep:
     """The prior's closed-form M-step on the training rows."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model) -> None:
         self.model = model
 
     def __call__(self, latents: EpochLatents) -> None:

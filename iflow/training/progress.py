@@ -28,7 +28,7 @@ class ProgressReport:
     it with ``logging.basicConfig(level=logging.INFO)``). ``enabled=False``: nothing.
     """
 
-    def __init__(self, epochs: int, done: int = 0, enabled: bool = True):
+    def __init__(self, epochs: int, done: int = 0, enabled: bool = True) -> None:
         self.epochs = epochs
         self.enabled = enabled
         self.bar: tqdm | None = None

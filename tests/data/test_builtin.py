@@ -5,8 +5,8 @@ import pytest
 
 from iflow.data.builtin import TOY_SIZES, load_data
 from iflow.data.digits import LEVELS
-from iflow.errors import UserError
 from iflow.data.toy2d import DENSITIES
+from iflow.errors import UserError
 
 
 @pytest.mark.parametrize("name", list(DENSITIES))

@@ -1,7 +1,16 @@
 import numpy as np
 import pytest
 
-from iflow.data.dataset import AuxSpec, Standardizer, aux_spec, check_aux, load_npz, looks_one_hot, make_dataset, split_indices
+from iflow.data.dataset import (
+    AuxSpec,
+    Standardizer,
+    aux_spec,
+    check_aux,
+    load_npz,
+    looks_one_hot,
+    make_dataset,
+    split_indices,
+)
 from iflow.errors import UserError
 
 

@@ -45,7 +45,7 @@ def fake_rows() -> list[dict]:
     mccs = {"iflow": [0.99, 0.95, 0.6], "ivae": [0.6, 0.8, 0.7], "ivae-flow": [0.6, 0.85, 0.72], "vae": [0.5, 0.5, 0.5]}
     rows = []
     for name, values in mccs.items():
-        for sd, value in zip((0.0, 0.1, 0.5), values):
+        for sd, value in zip((0.0, 0.1, 0.5), values, strict=False):
             for seed in (1, 2):
                 rows.append({"model": name, "noise": sd, "seed": seed, "mcc": value + 0.01 * seed,
                              "log_likelihood": -sd, "likelihood": "exact", "mcc_x": 0.55, "cpu_seconds": 10.0,

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.autograd.functional import jacobian
 
-from iflow.flows.unit_logit import UnitLogit
 from iflow.flows.multiscale import OneByOneConvolution, image_glow
+from iflow.flows.unit_logit import UnitLogit
 from tests.helpers import randomize
 
 

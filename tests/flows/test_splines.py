@@ -51,7 +51,7 @@ def test_gradients_match_nflows(dtype, inverse):
     w_y, w_ld = (torch.randn(y.shape, generator=gen, dtype=dtype) for _ in range(2))
     (w_y * y_ref + w_ld * ld_ref).sum().backward()
     (w_y * y + w_ld * ld).sum().backward()
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=False):
         scale = b.grad.abs().max().clamp_min(1.0)  # relative to the largest gradient entry
         torch.testing.assert_close(a.grad / scale, b.grad / scale, rtol=0, atol=100 * TOL[dtype])
 
@@ -125,7 +125,7 @@ def test_coupling_matches_nflows_coupling(dtype):
         layer.zero_grad()
         y, ld = layer(x)
         (y.square().sum() - ld.sum()).backward()
-    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters(), strict=False):
         scale = q.grad.abs().max().clamp_min(1.0)
         torch.testing.assert_close(p.grad / scale, q.grad / scale, rtol=0, atol=100 * TOL[dtype], msg=name)
 
@@ -148,9 +148,9 @@ def test_other_minimum_sizes_match_nflows(inverse):
     ours = [a.detach().clone().requires_grad_() for a in args]
     ref = unconstrained_rational_quadratic_spline(*theirs, inverse=inverse, tails="linear", tail_bound=BOUND, **floors)
     new = rational_quadratic_spline(*ours, inverse=inverse, tail_bound=BOUND, **floors)
-    for a, b in zip(new, ref):
+    for a, b in zip(new, ref, strict=False):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
     sum(r.sum() for r in ref).backward()
     sum(r.sum() for r in new).backward()
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=False):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)

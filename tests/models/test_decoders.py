@@ -3,6 +3,7 @@ import pytest
 import torch
 from scipy import stats
 
+from iflow.errors import UserError
 from iflow.models.decoders import (
     BernoulliObservation,
     GaussianObservation,
@@ -10,7 +11,6 @@ from iflow.models.decoders import (
     build_observation,
     check_observations,
 )
-from iflow.errors import UserError
 
 
 @pytest.fixture

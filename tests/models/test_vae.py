@@ -4,11 +4,12 @@ import pytest
 import torch
 from scipy import integrate, stats
 
-from iflow.models.build import build_model
 from iflow.config import ModelConfig
 from iflow.data.dataset import AuxSpec
-from iflow.models.decoders import GaussianObservation
 from iflow.errors import UserError
+from iflow.models.build import build_model
+from iflow.models.decoders import GaussianObservation
+from iflow.models.sampling import sample
 from iflow.models.vae import (
     VAE,
     GaussianEncoder,
@@ -18,7 +19,6 @@ from iflow.models.vae import (
     prior_moments,
     total_correlation,
 )
-from iflow.models.sampling import sample
 from iflow.networks import mlp
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior
 

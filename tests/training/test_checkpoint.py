@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
 from iflow.cli import main
 from iflow.config import TrainConfig
 from iflow.data.dataset import make_dataset
@@ -23,6 +22,7 @@ from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
 from iflow.rundir import MARKER, prepare_run_dir
+from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
 from iflow.training.trainer import TrainingInterrupted, fit
 
 N, DIM = 400, 3

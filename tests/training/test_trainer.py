@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite, load_checkpoint
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
 from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior
 from iflow.runs import train
+from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite, load_checkpoint
 from iflow.training.trainer import LR_DECAY, MAX_RETRIES, TrainingDiverged, fit
 
 DIM = 3

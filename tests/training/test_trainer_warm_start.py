@@ -57,9 +57,9 @@ def test_fit_with_prior_fit_modes_keeps_a_finite_likelihood():
 
 def test_fit_with_prior_fit_epoch_leaves_a_vae_at_its_elbo_m_step():
     """Every epoch's prior refit of a VAE is the M-step from its posteriors (not from their means alone)."""
-    from iflow.models.build import build_model
     from iflow.config import ModelConfig
     from iflow.data.dataset import aux_spec, split_indices
+    from iflow.models.build import build_model
 
     x, u = segmented_data()
     data = make_dataset(x.numpy(), u.numpy())

@@ -6,11 +6,11 @@ import torch
 
 from iflow.config import TrainConfig
 from iflow.data.dataset import make_dataset
+from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.flows.build import LULinear, build_flow
 from iflow.metrics import mcc
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior
-from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.training.epoch_end import uses_linear_fit
 from iflow.training.trainer import fit
 from iflow.training.unmixing import fit_unmixing, label_scatter, profiled_log_likelihood
