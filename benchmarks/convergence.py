@@ -17,13 +17,13 @@ on a built-in set and scores its test split.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from cache import update_cache  # benchmarks/cache.py (the script's folder is on the path)
 
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.builtin import load_data
@@ -67,18 +67,6 @@ NOTES = [
     "  (35 epochs, converged, best epoch 27, first-epoch loss -66.1, 32 CPU s); `--flow glow` 2.201 (32 epochs,",
     "  converged, best epoch 24, first-epoch loss -71.4, 21 CPU s).",
 ]
-
-
-def update_cache(key: str, value: dict) -> None:
-    with open(CACHE, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        text = f.read()
-        cache = json.loads(text) if text.strip() else {}
-        cache[key] = value
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps(cache, indent=1))
 
 
 def run_one(variant: str, generator: str, seed: int) -> dict:
@@ -174,7 +162,7 @@ def main() -> None:
     torch.set_num_threads(1)
     for command in args.defaults or []:
         row = run_defaults(command)
-        update_cache(f"defaults/{command}", row)
+        update_cache(CACHE, f"defaults/{command}", row)
         print(f"iflow train {command}: {row}", flush=True)
     if args.defaults:
         return
@@ -182,7 +170,7 @@ def main() -> None:
         for variant in args.variants:
             for seed in args.seeds:
                 row = run_one(variant, generator, seed)
-                update_cache(f"{generator}/{variant}/{seed}", row)
+                update_cache(CACHE, f"{generator}/{variant}/{seed}", row)
                 print(
                     f"{generator}/{variant}/{seed}: MCC {row['mcc']:.4f}, gap {row['gap']:.3f}, "
                     f"{row['epochs']} epochs ({row['stop_reason']}), {row['cpu_seconds']:.0f} CPU s",

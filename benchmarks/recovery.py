@@ -16,7 +16,6 @@ recovery.json (one entry per model and seed) so the two models can run as two pr
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import resource
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from cache import update_cache  # benchmarks/cache.py (the script's folder is on the path)
 
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
@@ -42,18 +42,6 @@ GENERATORS = {  # name: SyntheticConfig options (all else as `iflow data synthet
 }
 HERE = Path(__file__).parent
 CACHE, REPORT = HERE / "recovery.json", HERE / "recovery.md"
-
-
-def update_cache(key: str, value: dict) -> None:
-    with open(CACHE, "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        f.seek(0)
-        text = f.read()
-        cache = json.loads(text) if text.strip() else {}
-        cache[key] = value
-        f.seek(0)
-        f.truncate()
-        f.write(json.dumps(cache, indent=1))
 
 
 LONG_EPOCHS = 64  # the longer-budget option (about 2x the default's time)
@@ -200,7 +188,7 @@ def main() -> None:
                 variant = args.model + "-long" * args.long + (f"-restarts{args.restarts}" if args.restarts > 1 else "")
                 key = cache_key(variant, seed, generator)
                 result = run_one(args.model, seed, generator, args.long, args.restarts)
-                update_cache(key, result)
+                update_cache(CACHE, key, result)
                 print(key, {k: round(v, 3) for k, v in result.items() if k != "restarts"}, flush=True)
     REPORT.write_text(report())
     print(REPORT.read_text())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
+
+from iflow.models.identifiable_flow import IdentifiableFlow
 
 
 def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
@@ -24,3 +27,18 @@ def autograd_logabsdet(fn: Callable, x: torch.Tensor) -> torch.Tensor:
         jacobian = torch.autograd.functional.jacobian(lambda r: fn(r.unsqueeze(0))[0].squeeze(0), row)
         rows.append(torch.linalg.slogdet(jacobian)[1])
     return torch.stack(rows)
+
+
+
+class SignalAt(IdentifiableFlow):
+    """``base`` (its flow and prior) sending its own process ``signum`` at the given loss call (a kill on cue)."""
+
+    def __init__(self, base: IdentifiableFlow, call: int, signum: int):
+        super().__init__(base.flow, base.prior)
+        self.call, self.signum, self.calls = call, signum, 0
+
+    def loss(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls == self.call:
+            os.kill(os.getpid(), self.signum)
+        return super().loss(x, u)

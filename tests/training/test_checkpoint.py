@@ -24,6 +24,7 @@ from iflow.priors import ConditionalExpFamilyPrior
 from iflow.rundir import MARKER, prepare_run_dir
 from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
 from iflow.training.trainer import TrainingInterrupted, fit
+from tests.helpers import SignalAt
 
 N, DIM = 400, 3
 OPTIONS = "--epochs 12 --batch-size 32 --flow realnvp --depth 2 --hidden 16 --threads 1".split()  # noqa: SIM905
@@ -170,21 +171,6 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path: Path) -> None:
         load_checkpoint(path)
 
 
-class SignalAt(IdentifiableFlow):
-    """A model that sends its own process ``signum`` at the given loss call (a kill on cue)."""
-
-    def __init__(self, call: int, signum: int):
-        base = tiny_model()
-        super().__init__(base.flow, base.prior)
-        self.call, self.signum, self.calls = call, signum, 0
-
-    def loss(self, x, u):
-        self.calls += 1
-        if self.calls == self.call:
-            os.kill(os.getpid(), self.signum)
-        return super().loss(x, u)
-
-
 def test_sigterm_mid_epoch_saves_and_resume_matches_an_uninterrupted_fit(tmp_path: Path) -> None:
     config = TrainConfig(epochs=3, batch_size=40)  # 4 steps per epoch
     reference = tiny_model()
@@ -192,7 +178,7 @@ def test_sigterm_mid_epoch_saves_and_resume_matches_an_uninterrupted_fit(tmp_pat
 
     path = tmp_path / CHECKPOINT_FILE
     with pytest.raises(TrainingInterrupted, match="checkpoint saved"):
-        fit(SignalAt(6, signal.SIGTERM), tiny_data(), config, progress=False, checkpoint=Checkpointing(path))
+        fit(SignalAt(tiny_model(), 6, signal.SIGTERM), tiny_data(), config, progress=False, checkpoint=Checkpointing(path))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the previous handler must be restored"
     progress = load_checkpoint(path)["progress"]
     assert (progress["epoch"], progress["step"]) == (1, 2)

@@ -4,7 +4,6 @@ an uninterrupted run does."""
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from iflow.priors import ConditionalExpFamilyPrior
 from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
 from iflow.training.stopping import STOP_REASONS, StoppingRule
 from iflow.training.trainer import TrainingInterrupted, fit, mean_log_likelihood, split_for_training
+from tests.helpers import SignalAt
 
 DIM = 3
 
@@ -113,21 +113,6 @@ def test_fit_with_epochs_trains_exactly_that_budget() -> None:
     assert (len(result.history), result.stop_reason) == (3, "epochs")
 
 
-class SignalAt(IdentifiableFlow):
-    """A model that sends its own process ``signum`` at the given loss call (a kill on cue)."""
-
-    def __init__(self, call: int, signum: int):
-        base = tiny_model()
-        super().__init__(base.flow, base.prior)
-        self.call, self.signum, self.calls = call, signum, 0
-
-    def loss(self, x, u):
-        self.calls += 1
-        if self.calls == self.call:
-            os.kill(os.getpid(), self.signum)
-        return super().loss(x, u)
-
-
 def test_resume_stops_where_an_uninterrupted_run_stops(tmp_path: Path) -> None:
     config = CONVERGING
     reference = tiny_model()
@@ -137,7 +122,7 @@ def test_resume_stops_where_an_uninterrupted_run_stops(tmp_path: Path) -> None:
     path = tmp_path / CHECKPOINT_FILE
     interrupt_at = 5 * (len(expected.history) - 2) + 3  # mid-epoch, after the rule has seen a stalled epoch or more
     with pytest.raises(TrainingInterrupted):
-        fit(SignalAt(interrupt_at, signal.SIGTERM), tiny_data(), config, progress=False, checkpoint=Checkpointing(path))
+        fit(SignalAt(tiny_model(), interrupt_at, signal.SIGTERM), tiny_data(), config, progress=False, checkpoint=Checkpointing(path))
     assert load_checkpoint(path)["progress"]["stopping"], "the rule's state must be in the checkpoint"
     resumed_model = tiny_model()
     resumed = fit(resumed_model, tiny_data(), config, progress=False, checkpoint=Checkpointing(path, resume=True))
