@@ -16,11 +16,11 @@ from pathlib import Path
 
 from .errors import UserError
 from .files import TMP_SUFFIX, atomic_write
-from .runs import CONFIG_FILE, HISTORY_FILE, METRICS_FILE, TIMING_FILE, WEIGHTS_FILE
+from .runs import CONFIG_FILE, HISTORY_CSV, HISTORY_FILE, METRICS_FILE, TIMING_FILE, WEIGHTS_FILE
 from .training.checkpoint import CHECKPOINT_FILE
 
 MARKER = ".iflow-run"
-RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE, TIMING_FILE, CHECKPOINT_FILE)
+RUN_FILES = (CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE, HISTORY_CSV, TIMING_FILE, CHECKPOINT_FILE)
 FIGURES = "figures"
 FIGURE_FILES = ("training.png", "restarts.png", "density.png", "samples.png", "sources.png")
 

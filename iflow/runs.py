@@ -2,7 +2,7 @@
 
 A run directory holds ``config.json`` (enough to rebuild the model, plus the
 standardisation of x), ``model.pt`` (weights), ``metrics.json``,
-``history.json``, ``timing.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
+``history.json`` (and the same curve as ``history.csv``), ``timing.json`` and ``figures/``; while training, ``checkpoint.pt`` (see
 :mod:`iflow.training.checkpoint`), removed once the run is saved.
 
 Everything that can be decided before training is decided once, in :func:`plan_run`:
@@ -26,7 +26,7 @@ from .data.dequantization import dequantized
 from .data.images import check_levels
 from .defaults import with_task_defaults
 from .errors import UserError, param
-from .files import atomic_write, save_json
+from .files import atomic_write, save_csv, save_json
 from .metrics import bits_per_dim, mcc
 from .models.build import applicable_fields, build_model, model_entry
 from .models.decoders import check_observations
@@ -42,6 +42,7 @@ from .training.trainer import TrainResult, fit, split_for_training
 from .units import DATA_UNITS, HISTORY_UNITS, add_data_units
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
+HISTORY_CSV = "history.csv"  # one row per epoch: the curve of history.json
 TIMING_FILE = "timing.json"  # wall times, kept apart so identical runs write identical result files
 
 
@@ -232,6 +233,8 @@ def save_run(run: Run, directory: Path, result: TrainResult | None = None, metri
                    "epochs": result.history}  # fmt: skip
         history["units"] = HISTORY_UNITS
         save_json(directory / HISTORY_FILE, history)
+        if result.history:  # the training curve as a table, for a spreadsheet or pandas.read_csv
+            save_csv(directory / HISTORY_CSV, result.history)
     if metrics is not None:
         save_json(directory / METRICS_FILE, metrics)
     run.directory = directory

@@ -29,6 +29,9 @@ def test_train_and_save_writes_a_complete_run_directory(tmp_path) -> None:
     saved = json.loads((run_dir / "metrics.json").read_text())
     assert saved["mcc"] == outcome.metrics["mcc"] and 0 < saved["mcc"] <= 1
     assert load_run(run_dir).model_config == outcome.run.model_config
+    curve = (run_dir / "history.csv").read_text().splitlines()
+    epochs = json.loads((run_dir / "history.json").read_text())["epochs"]
+    assert curve[0].split(",")[:3] == ["epoch", "train_loss", "val_log_likelihood"] and len(curve) == 1 + len(epochs)
 
 
 def test_restarts_keep_the_best_held_out_likelihood() -> None:
