@@ -39,3 +39,12 @@ def _one_thread():
 def autograd_logabsdet():
     """``f(fn, x)``: log|det J| of ``fn`` (returning ``(y, ...)``) at each row of ``x``, by autograd."""
     return _autograd_logabsdet
+
+
+@pytest.fixture
+def float64_default():
+    """Run the test with float64 as torch's default dtype (closed forms and integrals), then restore it."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
+from iflow.data.dataset import Dataset, make_dataset
+from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
+from iflow.priors import ConditionalExpFamilyPrior
 
 
 def randomize(module: torch.nn.Module, seed: int = 0, scale: float = 0.1) -> torch.nn.Module:
@@ -42,3 +46,16 @@ class SignalAt(IdentifiableFlow):
         if self.calls == self.call:
             os.kill(os.getpid(), self.signum)
         return super().loss(x, u)
+
+
+def tiny_data(n: int = 200, dim: int = 3, seed: int = 0) -> Dataset:
+    """``n`` rows of ``dim`` sources in 4 segments of growing scale, mixed by tanh(s) + 0.2 s."""
+    rng = np.random.default_rng(seed)
+    s = rng.normal(size=(n, dim)) * (1 + np.arange(n) % 4)[:, None]
+    return make_dataset(np.tanh(s) + 0.2 * s, np.arange(n) % 4, s, name="tiny")
+
+
+def tiny_flow(dim: int = 3, depth: int = 1) -> IdentifiableFlow:
+    """A seeded RealNVP identifiable flow with a Gaussian prior on 4 labels."""
+    torch.manual_seed(0)
+    return IdentifiableFlow(build_flow("realnvp", dim, depth=depth, hidden=8), ConditionalExpFamilyPrior(dim, n_labels=4))

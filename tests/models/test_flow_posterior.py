@@ -17,14 +17,7 @@ from iflow.networks import mlp
 from iflow.priors import ConditionalExpFamilyPrior
 from iflow.runs import encode_dataset, evaluate, load_run, save_run, train
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """Densities against numerical integrals and closed forms, in float64."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")  # closed forms and integrals in float64
 
 
 def bent(flow: FlowPosterior, scale: float = 0.5, seed: int = 0) -> FlowPosterior:

@@ -22,14 +22,7 @@ from iflow.models.vae import (
 from iflow.networks import mlp
 from iflow.priors import ConditionalExpFamilyPrior, StandardNormalPrior
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """These tests compare against closed forms in float64; other modules keep float32."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64_default")  # closed forms and integrals in float64
 
 
 def test_gaussian_kl_matches_monte_carlo():

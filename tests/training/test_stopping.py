@@ -12,14 +12,12 @@ import pytest
 import torch
 
 from iflow.config import TrainConfig
-from iflow.data.dataset import make_dataset
 from iflow.defaults import train_defaults
-from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
-from iflow.priors import ConditionalExpFamilyPrior
 from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, load_checkpoint
 from iflow.training.stopping import STOP_REASONS, StoppingRule
 from iflow.training.trainer import TrainingInterrupted, fit, mean_log_likelihood, split_for_training
+from tests import helpers
 from tests.helpers import SignalAt
 
 DIM = 3
@@ -80,14 +78,11 @@ def test_every_reason_is_explained() -> None:
 
 
 def tiny_data(n: int = 240, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    s = rng.normal(size=(n, DIM)) * (1 + np.arange(n) % 4)[:, None]
-    return make_dataset(np.tanh(s) + 0.2 * s, np.arange(n) % 4, s, name="tiny")
+    return helpers.tiny_data(n, DIM, seed)
 
 
 def tiny_model() -> IdentifiableFlow:
-    torch.manual_seed(0)
-    return IdentifiableFlow(build_flow("realnvp", DIM, depth=1, hidden=8), ConditionalExpFamilyPrior(DIM, n_labels=4))
+    return helpers.tiny_flow(DIM, depth=1)
 
 
 CONVERGING = TrainConfig(patience=3, tolerance=0.005, max_epochs=60, batch_size=40)  # 5 steps per epoch

@@ -6,31 +6,25 @@ import logging
 import math
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from iflow.config import ModelConfig, TrainConfig
-from iflow.data.dataset import make_dataset
-from iflow.flows.build import build_flow
 from iflow.models.identifiable_flow import IdentifiableFlow
-from iflow.priors import ConditionalExpFamilyPrior
 from iflow.runs import train
 from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite, load_checkpoint
 from iflow.training.trainer import LR_DECAY, MAX_RETRIES, TrainingDiverged, fit
+from tests import helpers
 
 DIM = 3
 
 
 def tiny_data(n: int = 200, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    s = rng.normal(size=(n, DIM)) * (1 + np.arange(n) % 4)[:, None]
-    return make_dataset(np.tanh(s) + 0.2 * s, np.arange(n) % 4, s, name="tiny")
+    return helpers.tiny_data(n, DIM, seed)
 
 
 def tiny_model() -> IdentifiableFlow:
-    torch.manual_seed(0)
-    return IdentifiableFlow(build_flow("realnvp", DIM, depth=2, hidden=8), ConditionalExpFamilyPrior(DIM, n_labels=4))
+    return helpers.tiny_flow(DIM, depth=2)
 
 
 class NanAt(IdentifiableFlow):
