@@ -54,6 +54,15 @@ def preset(model: str, data: dict, epochs: int, options: dict | None = None, **k
     return {"model": model, "data": dict(data), "options": options, "train": train, **keys}
 
 
+def tcl_comparison(data: dict, epochs: int, x: object) -> list[dict]:
+    """The settings of the iVAE paper's TCL comparisons at one point ``x``: iVAE, TCL (with FastICA), the flow."""
+    return [
+        preset("ivae", data, epochs, x=x),
+        preset("tcl", data, epochs, {"tcl_ica": True}, x=x),
+        preset("iflow", data, epochs, x=x),
+    ]
+
+
 def synthetic(data: dict, seed: int) -> Dataset:
     """The synthetic data set of a setting's ``data`` options with data seed ``seed``."""
     try:

@@ -21,9 +21,7 @@ def settings(quick: bool) -> list[dict]:
     for m in (10, 20) if quick else (10, 20, 40):
         data = {"sources": 2, "means": "easy", "segments": m, "per_segment": 300 if quick else 1000}
         epochs = 10 if quick else 30
-        rows.append(common.preset("ivae", data, epochs, x=m))
-        rows.append(common.preset("tcl", data, epochs, {"tcl_ica": True}, x=m))
-        rows.append(common.preset("iflow", data, epochs, x=m))
+        rows += common.tcl_comparison(data, epochs, x=m)
     return rows
 
 

@@ -24,9 +24,7 @@ def settings(quick: bool) -> list[dict]:
     for m in (10, 30, 50) if quick else (10, 20, 30, 40, 50):
         data = {**common.IVAE_DATA, "segments": m, "per_segment": 200 if quick else 1000}
         epochs = 8 if quick else 20
-        rows.append(common.preset("ivae", data, epochs, x=m))
-        rows.append(common.preset("tcl", data, epochs, {"tcl_ica": True}, x=m))
-        rows.append(common.preset("iflow", data, epochs, x=m))
+        rows += common.tcl_comparison(data, epochs, x=m)
     return rows
 
 
