@@ -50,6 +50,7 @@ OBSERVATIONS = ("gaussian", "bernoulli")
 MIXINGS = ("fresh", "shared", "orthogonal")
 MEANS = ("uniform", "easy")
 LEAKY_SLOPE = 0.2
+MAX_MATRIX_DRAWS = 100_000  # rejected draws before well_conditioned_matrix gives up
 
 
 @dataclass
@@ -177,13 +178,21 @@ def condition_threshold(
 def well_conditioned_matrix(
     rows: int, threshold: float, rng: np.random.Generator, cols: int | None = None
 ) -> np.ndarray:
-    """Entries U(-1, 1), columns L2-normalised, redrawn until cond < threshold."""
+    """Entries U(-1, 1), columns L2-normalised, redrawn until cond < threshold.
+
+    ``ValueError`` after ``MAX_MATRIX_DRAWS`` rejected draws: a fixed bound too close to 1
+    for the size (random 20 x 20 matrices almost never fall below 10) would loop forever.
+    """
     cols = rows if cols is None else cols
-    while True:
+    for _ in range(MAX_MATRIX_DRAWS):
         w = rng.uniform(-1, 1, size=(rows, cols))
         w /= np.linalg.norm(w, axis=0, keepdims=True)
         if np.linalg.cond(w) < threshold:
             return w
+    raise ValueError(
+        f"no random {rows} x {cols} mixing matrix in {MAX_MATRIX_DRAWS:,} draws had a condition number below "
+        f"{threshold:.3g}; raise --max-condition or use --condition-percentile"
+    )
 
 
 def mixing_matrices(

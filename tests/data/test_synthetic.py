@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from iflow.data import synthetic
 from iflow.data.synthetic import LEAKY_SLOPE, SyntheticConfig, condition_threshold, generate, well_conditioned_matrix
 
 
@@ -68,6 +69,14 @@ def test_matrices_are_well_conditioned_and_column_normalised():
     w = well_conditioned_matrix(5, threshold, rng)
     np.testing.assert_allclose(np.linalg.norm(w, axis=0), 1.0)
     assert np.linalg.cond(w) < threshold
+
+
+def test_an_unreachable_condition_bound_fails_instead_of_looping(monkeypatch):
+    monkeypatch.setattr(synthetic, "MAX_MATRIX_DRAWS", 200)
+    with pytest.raises(ValueError, match="no random 8 x 8 mixing matrix in 200 draws"):
+        generate(SyntheticConfig(sources=8, segments=2, per_segment=10, max_condition=1.01))
+    reachable = generate(SyntheticConfig(sources=3, segments=2, per_segment=10, max_condition=25))
+    assert all(np.linalg.cond(w) < 25 for w in reachable.weights)
 
 
 def test_noise_removes_true_likelihood_and_bad_config_is_rejected():
