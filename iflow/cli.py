@@ -94,13 +94,15 @@ def condition_values(text: str) -> float | list[float]:
     return values[0] if len(values) == 1 else values
 
 
-def add_data_layout_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--u-cols", type=nonnegative_int, default=0, metavar="K",
+def add_data_layout_options(p: argparse.ArgumentParser, of_run: bool = False) -> None:
+    """``of_run``: the command reads data for a trained run, whose own reading is the default."""
+    as_trained = "default: as the run's training file was read, else "
+    p.add_argument("--u-cols", type=nonnegative_int, default=None if of_run else 0, metavar="K",
                    help="a CSV's last K columns are u (one integer column: labels; otherwise continuous); "
-                   "default 0: no u, one label")  # fmt: skip
+                   f"{as_trained if of_run else 'default '}0: no u, one label")  # fmt: skip
     p.add_argument("--levels", type=positive_int, default=None, metavar="K",
                    help="an .npz of images x (n, H, W) or (n, C, H, W): their number of levels 0..K-1 "
-                   "(default: the file's array levels)")  # fmt: skip
+                   f"({as_trained if of_run else 'default: '}the file's array levels)")  # fmt: skip
 
 
 def add_split_option(p: argparse.ArgumentParser) -> None:
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets: their test split")
     encode.add_argument("--out", required=True, type=Path, help="output .npz holding z (n, k), rows in input order")
     add_split_option(encode)
-    add_data_layout_options(encode)
+    add_data_layout_options(encode, of_run=True)
     add_runtime_options(encode)
     encode.set_defaults(handler=cmd_encode)
 
@@ -285,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets are scored on their test split")
     evaluate.add_argument("--json", action="store_true", help="one JSON object on stdout")
     add_split_option(evaluate)
-    add_data_layout_options(evaluate)
+    add_data_layout_options(evaluate, of_run=True)
     add_runtime_options(evaluate)
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -315,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     agree.add_argument("runs", nargs="+", type=Path, metavar="RUN", help="two or more run directories")
     agree.add_argument("--data", required=True, help=DATA_HELP + "; built-in sets: their test split")
     agree.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    add_data_layout_options(agree)
+    add_data_layout_options(agree, of_run=True)
     add_runtime_options(agree)
     agree.set_defaults(handler=cmd_consistency)
 
@@ -558,12 +560,13 @@ def cmd_consistency(args: argparse.Namespace) -> None:
     from .errors import UserError
     from .files import to_json
     from .runs import load_run
+    from .splits import read_options
 
     if len(args.runs) < 2:
         raise UserError("consistency needs at least two run directories")
     setup_torch(args)
     runs = [load_run(path, args.device) for path in args.runs]
-    report = consistency(runs, load_data(args.data, "test", args.u_cols, args.levels))
+    report = consistency(runs, load_data(args.data, "test", *read_options(args.data, runs[0], args.u_cols, args.levels)))
     if args.json:
         print(to_json(report))
         return

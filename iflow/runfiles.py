@@ -105,6 +105,20 @@ def check_config(config: object, path: Path) -> None:
             raise UserError(f"{path}: standardizer {key} must be {dim} finite numbers (one per dimension of x)")
     if min(standardizer["std"]) <= 0:
         raise UserError(f"{path}: standardizer std must be > 0")
+    if "training_data" in config:
+        check_training_data(config["training_data"], path)
+
+
+def check_training_data(record: object, path: Path) -> None:
+    """The training-data record (:func:`iflow.splits.describe_training_data`): rows, fingerprint, read options."""
+    if not isinstance(record, dict) or not fits_type(record.get("rows"), int) or not isinstance(record.get("fingerprint"), str):
+        raise UserError(f"{path}: training_data must hold rows (an integer) and fingerprint (a string), got {record!r}")
+    layout = record.get("layout", {})
+    minimum = {"u_cols": 0, "levels": 1}
+    if not isinstance(layout, dict) or any(
+        key not in minimum or not fits_type(value, int) or value < minimum[key] for key, value in layout.items()
+    ):
+        raise UserError(f"{path}: training_data layout must hold u_cols (>= 0) or levels (>= 1), got {layout!r}")
 
 
 def check_weights(checkpoint: object, path: Path) -> dict[str, torch.Tensor]:

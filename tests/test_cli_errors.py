@@ -323,6 +323,8 @@ CASES = [
     Case("config unknown model", "eval --run {d}/run --data {good}", ("config.json", "'nope'"), copy_run(edit_config(set_in("model", "model", "nope")))),
     Case("config train not an object", "eval --run {d}/run --data {good}", ("config.json", "train"), copy_run(edit_config(set_in("train", [])))),
     Case("config train seed a string", "eval --run {d}/run --data {good}", ("config.json", "seed must be"), copy_run(edit_config(set_in("train", "seed", "one")))),
+    Case("config training_data not an object", "eval --run {d}/run --data {good}", ("config.json", "training_data must hold rows"), copy_run(edit_config(set_in("training_data", True)))),
+    Case("config training_data layout negative", "eval --run {d}/run --data {good}", ("config.json", "u_cols (>= 0)"), copy_run(edit_config(set_in("training_data", "layout", {"u_cols": -1})))),
     Case("config a JSON list", "eval --run {d}/run --data {good}", ("config.json", "not a JSON object"), copy_run(write_file("config.json", b"[1, 2]"))),
     Case("config not JSON", "eval --run {d}/run --data {good}", ("config.json", "unreadable run config"), copy_run(write_file("config.json", b"{model: iflow"))),
     Case("config with the byte 0xff", "eval --run {d}/run --data {good}", ("config.json", "unreadable run config"), copy_run(write_file("config.json", b"{\xff}"))),

@@ -78,6 +78,24 @@ def test_csv_carries_u_in_its_last_columns(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_eval_encode_and_consistency_read_a_csv_as_the_run_was_trained(tmp_path, capsys):
+    x, t = time_stamped(1000)
+    csv = str(tmp_path / "labels.csv")
+    np.savetxt(csv, np.c_[x, (t // 900).astype(int)], delimiter=",")
+    for name in ("a", "b"):
+        assert main(["train", "--data", csv, "--u-cols", "1", "--epochs", "1", *TINY, "--out", str(tmp_path / name)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "--run", str(tmp_path / "a"), "--data", csv, "--split", "val", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 100  # the validation tenth of 1000 rows
+    assert main(["encode", "--run", str(tmp_path / "a"), "--data", csv, "--out", str(tmp_path / "z.npz")]) == 0
+    with np.load(tmp_path / "z.npz") as f:
+        assert f["z"].shape == (1000, 2)
+    assert main(["consistency", str(tmp_path / "a"), str(tmp_path / "b"), "--data", csv, "--json"]) == 0
+    capsys.readouterr()  # given explicitly, the option wins: 3 columns are not this run's 2
+    assert main(["eval", "--run", str(tmp_path / "a"), "--data", csv, "--u-cols", "0"]) == 2
+    assert "x has 3 dimensions" in capsys.readouterr().err
+
+
 def test_csv_without_u_warns_that_one_label_is_not_identifiable(tmp_path, capsys):
     np.savetxt(tmp_path / "x.csv", time_stamped(600)[0], delimiter=",")
     assert main(["train", "--data", str(tmp_path / "x.csv"), "--epochs", "1", *TINY, "--out", str(tmp_path / "r")]) == 0

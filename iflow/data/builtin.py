@@ -49,6 +49,8 @@ def load_data(spec: str | Path, split: str = "train", u_cols: int = 0, levels: i
 
     ``u_cols``: how many trailing columns of a CSV are u (see :func:`~iflow.data.dataset.load_csv`);
     ``levels``: the number of levels of an ``.npz`` of images (see :mod:`iflow.data.images`).
+    The options given are kept in ``Dataset.layout``: a run records them, so that ``eval``,
+    ``encode`` and ``consistency`` read the same file the same way without repeating them.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -67,7 +69,7 @@ def load_data(spec: str | Path, split: str = "train", u_cols: int = 0, levels: i
     if path.is_dir():
         raise UserError(f"{spec}: is a folder, not a data file")
     if path.suffix.lower() == ".csv":
-        return load_csv(path, u_cols)
+        return replace(load_csv(path, u_cols), layout={"u_cols": u_cols} if u_cols else {})
     if path.suffix.lower() == ".npz" or path.exists():  # load_npz names what else the file is
-        return load_npz_file(path, levels)
+        return replace(load_npz_file(path, levels), layout={} if levels is None else {"levels": levels})
     raise UserError(f"{spec}: unknown data set; give one of {', '.join(BUILTIN)} or a .npz or .csv file")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +56,7 @@ class Dataset:
     dequantize: float | np.ndarray = 0.0
     bounds: tuple[float, float] | None = None
     image_shape: tuple[int, int, int] | None = None
+    layout: dict = field(default_factory=dict)  # how a file was read: {"u_cols": K} or {"levels": K}; see load_data
 
     def __len__(self) -> int:
         return self.x.shape[0]
