@@ -80,9 +80,9 @@ def column_centroid(images: np.ndarray) -> float:
 
 def test_own_images_get_the_multiscale_glow_bits_per_dim_and_class_samples(tmp_path, capsys):
     images, u = blob_images(600, 8, 4, seed=0)
-    np.savez(tmp_path / "blobs.npz", x=images, u=u, levels=np.array(4))
+    np.savez(tmp_path / "blobs.npz", x=images, u=u)  # no levels array: --levels says it, and the run remembers it
     run = tmp_path / "run"
-    argv = ["train", "--data", str(tmp_path / "blobs.npz"), "--flow", "glow", "--depth", "1", "--hidden", "16",
+    argv = ["train", "--data", str(tmp_path / "blobs.npz"), "--levels", "4", "--flow", "glow", "--depth", "1", "--hidden", "16",
             "--epochs", "2", "--batch-size", "64", "--threads", "1", "--out", str(run)]  # fmt: skip
     assert main(argv) == 0
     config = json.loads((run / "config.json").read_text())["model"]
