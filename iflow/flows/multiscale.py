@@ -14,11 +14,11 @@ every scale's factored-out channels, ``(batch, C*H*W)``.
 
 from __future__ import annotations
 
-from nflows.transforms import ActNorm, CompositeTransform, MultiscaleCompositeTransform, SqueezeTransform, Transform
+from nflows.transforms import CompositeTransform, MultiscaleCompositeTransform, SqueezeTransform, Transform
 from nflows.transforms import OneByOneConvolution as _NflowsOneByOneConvolution
 from torch import Tensor, nn
 
-from .build import AffineCoupling, LULinear, alternating_mask
+from .build import ActNorm, AffineCoupling, LULinear, alternating_mask
 
 
 class OneByOneConvolution(_NflowsOneByOneConvolution, LULinear):
