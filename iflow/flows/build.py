@@ -36,6 +36,7 @@ from nflows.transforms import LULinear as _NflowsLULinear
 from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from torch import Tensor, nn
 
+from .autocast import Autocasting
 from .splines import RationalQuadraticCoupling
 
 
@@ -143,6 +144,14 @@ def alternating_mask(dim: int, parity: int) -> Tensor:
     return (torch.arange(dim) + parity) % 2
 
 
+class Conditioner(ResidualNet, Autocasting):
+    """nflows' residual network, computing a coupling's parameters; trains under autocast when asked
+    (:class:`~iflow.flows.autocast.Autocasting`). Same parameters and state dict as nflows'."""
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.autocast(super().forward, inputs, context)
+
+
 def residual_net_factory(
     hidden: int,
     blocks: int = 2,
@@ -157,7 +166,7 @@ def residual_net_factory(
     """
 
     def create(in_features: int, out_features: int) -> nn.Module:
-        net = ResidualNet(
+        net = Conditioner(
             in_features, out_features, hidden_features=hidden, context_features=context_features, num_blocks=blocks
         )
         with torch.no_grad():

@@ -39,6 +39,7 @@ from ..protocols import Model
 from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
 from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
+from .precision import training_precision
 from .progress import ProgressReport
 from .schedule import end_epoch as schedule_end_epoch
 from .schedule import make_schedule, scale_learning_rate
@@ -386,7 +387,7 @@ def fit(
     trainer = start_trainer(model, data, config, split or split_for_training(data, config), checkpoint)
     refits = refits_for(model, trainer.optimizer, trainer.tensors, config)
     report = ProgressReport(trainer.rule.max_epochs, trainer.progress.epoch, enabled=progress)
-    with stop_requests(checkpoint is not None) as stops, report:
+    with stop_requests(checkpoint is not None) as stops, report, training_precision(model, config.precision):
         while not trainer.progress.result.stop_reason:
             if not trainer.run_steps(stops):
                 continue
