@@ -22,7 +22,7 @@ class StepTally:
     """
 
     def __init__(self, total: float, device: torch.device) -> None:
-        self.total = torch.tensor(total, dtype=torch.float64, device=device)
+        self.total = torch.full((), total, dtype=torch.float64, device=device)  # a fill, not a host-to-device copy
         self.finite = torch.ones((), dtype=torch.bool, device=device)
         self.finite_steps = torch.zeros((), dtype=torch.long, device=device)
 

@@ -275,13 +275,9 @@ class Trainer:
         """The rest of the current epoch's steps, with no host read between them (the tally is read
         after them and before a checkpoint); False when a divergence rolled the epoch back."""
         p, config, t = self.progress, self.config, self.tensors
-        if p.order is None:
-            p.order, p.total = torch.randperm(len(t.train_idx), generator=self.generator, device=t.x.device), 0.0
-            self.epoch_start = self.capture()
+        order, width = self.epoch_inputs()
         self.model.train()
-        order = p.order.to(t.x.device)
         discrete = bool(np.any(t.dequantize))
-        width = torch.as_tensor(t.dequantize, dtype=t.x_train.dtype, device=t.x.device)  # copied once, not per step
         tally, first = StepTally(p.total, t.x.device), p.step
         while p.step < self.steps_per_epoch:
             batch = order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
@@ -296,6 +292,16 @@ class Trainer:
                 if stops:
                     raise TrainingInterrupted(f"checkpoint saved to {self.checkpoint.path}; continue with --resume")
         return self.settle(tally, first)
+
+    def epoch_inputs(self) -> tuple[Tensor, Tensor]:
+        """The epoch's data order ``(n_train,)`` and dequantisation widths on the device, each copied
+        there once per epoch; a new epoch draws its order and captures the rollback point first."""
+        p, t = self.progress, self.tensors
+        if p.order is None:
+            p.order, p.total = torch.randperm(len(t.train_idx), generator=self.generator, device=t.x.device), 0.0
+            self.epoch_start = self.capture()
+        width = torch.as_tensor(t.dequantize, dtype=t.x_train.dtype, device=t.x.device)
+        return p.order.to(t.x.device), width
 
     def settle(self, tally: StepTally, first: int) -> bool:
         """Read the steps' tally (from step ``first`` of this epoch); after a non-finite step, roll the

@@ -31,8 +31,9 @@ HOST_READS = ("item", "tolist", "__float__", "__bool__", "__int__", "__index__",
 
 class HostReads:
     """Counts the Tensor methods that read a value back to the host, while :meth:`Trainer.run_steps`
-    runs and :meth:`Trainer.settle` (the one read allowed) does not; on CUDA, any synchronisation
-    in that window raises (``torch.cuda.set_sync_debug_mode("error")``)."""
+    runs and neither :meth:`Trainer.epoch_inputs` (once per epoch) nor :meth:`Trainer.settle` (the
+    one read of the steps) does; on CUDA, any synchronisation in that window raises
+    (``torch.cuda.set_sync_debug_mode("error")``)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, device: torch.device) -> None:
         self.active, self.cuda, self.seen, self.windows = False, device.type == "cuda", [], 0
@@ -40,6 +41,7 @@ class HostReads:
             monkeypatch.setattr(torch.Tensor, name, self.counted(name, getattr(torch.Tensor, name)))
         monkeypatch.setattr(Trainer, "run_steps", self.window(Trainer.run_steps, True))
         monkeypatch.setattr(Trainer, "settle", self.window(Trainer.settle, False))
+        monkeypatch.setattr(Trainer, "epoch_inputs", self.window(Trainer.epoch_inputs, False))
 
     def counted(self, name: str, read: Callable) -> Callable:
         def counting(tensor: Tensor, *args: object, **kwargs: object) -> object:
