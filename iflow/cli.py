@@ -18,6 +18,7 @@ from . import __version__
 from .config import (  # dataclasses only: --help stays instant
     LINEAR_FITS,
     MAX_SEED,
+    PRECISIONS,
     PRIOR_FITS,
     ModelConfig,
     TrainConfig,
@@ -159,7 +160,7 @@ MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_boun
                  "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica",
                  "posterior", "posterior_depth", "objective_weights")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
-                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit")  # fmt: skip
+                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit", "precision")  # fmt: skip
 PER_TASK = "default: per task, see README"
 
 
@@ -237,6 +238,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         help="after every epoch, refit the flow's last linear layer by L-BFGS on the likelihood with the "
         "Gaussian label prior profiled out (epoch); auto (default): whenever the flow ends in a linear "
         "layer, the prior is a Gaussian label prior and --prior-fit is epoch",
+    )  # fmt: skip
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=d.precision,
+        help="of the training steps: fp32 (default); tf32, CUDA matmuls and convolutions in TensorFloat-32; "
+        "bf16, the coupling flows' conditioner networks in bfloat16 (CPU or CUDA; log-determinants, splines and "
+        "the prior stay float32); evaluation is always full precision",
     )  # fmt: skip
     p.add_argument(
         "--restarts", type=positive_int, default=1,

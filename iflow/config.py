@@ -14,6 +14,7 @@ ENCODERS = ("mlp", "product")
 POSTERIORS = ("gaussian", "flow")
 SCHEDULES = ("cosine", "plateau", "constant")
 TASKS = ("recovery", "density", "image")
+PRECISIONS = ("fp32", "tf32", "bf16")  # see iflow/training/precision.py
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (numpy's legacy seeding; restarts add their index to it in torch)
 
 
@@ -75,6 +76,7 @@ class TrainConfig:
     linear_fit: str = "auto"  # second-order refit of the flow's last linear layer each epoch (iflow/unmixing.py)
     device: str = "cpu"
     threads: int = 1
+    precision: str = "fp32"  # of the training steps: fp32, tf32 (CUDA matmuls) or bf16 (conditioner networks)
 
     def validate(self) -> None:
         """:class:`UserError` for values out of range or options that contradict each other."""
@@ -105,6 +107,11 @@ class TrainConfig:
              f"unknown {param('linear_fit')} {self.linear_fit!r}; choose from {LINEAR_FITS}"),
             (self.linear_fit != "epoch" or self.prior_fit == "epoch",
              f"{param('linear_fit')} epoch profiles the prior out, so it needs {param('prior_fit')} epoch"),
+            (self.precision in PRECISIONS,
+             f"unknown {param('precision')} {self.precision!r}; choose from {PRECISIONS}"),
+            (self.precision != "tf32" or self.device.startswith("cuda"),
+             f"{param('precision')} tf32 sets the matmul precision of CUDA devices, and changes nothing on "
+             f"{param('device')} {self.device}; use fp32 or bf16"),
         ]  # fmt: skip
         for ok, message in checks:
             if not ok:

@@ -38,6 +38,7 @@ from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset, make_dataset
 from .errors import UserError
 from .runs import encode_dataset, evaluate, sample, train
+from .runtime import batched
 
 SCORE_SEED = 0  # the iVAE's bound is a Monte Carlo estimate: one fixed draw makes score repeatable
 
@@ -210,8 +211,7 @@ class IdentifiableFlowICA(_RunEstimator):
         check_is_fitted(self)
         z = validate_data(self, X, dtype=np.float32, reset=False)
         model = self.run_.model.eval()
-        with torch.no_grad():
-            x = model.decode(torch.as_tensor(z, device=self.run_.device)).cpu().numpy()
+        x = batched(model.decode, torch.as_tensor(z, device=self.run_.device)).cpu().numpy()
         return self.run_.standardizer.inverse(x)
 
 

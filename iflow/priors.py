@@ -352,10 +352,10 @@ class ConditionalExpFamilyPrior(nn.Module):
         stats = stats.reshape(stats.shape[0], -1)
         counts = torch.bincount(u, minlength=self.n_labels).to(stats.dtype)
         sums = stats.new_zeros(self.n_labels, stats.shape[1]).index_add_(0, u, stats)
-        seen = counts > 0
-        mean_stats = (sums[seen] / counts[seen, None]).view(-1, self.dim, self.family.n_stats)
-        raw = self.family.unconstrain(self.family.from_mean_stats(mean_stats))
-        self.net.table[seen] = raw.reshape(-1, self.net.table.shape[1]).to(self.net.table.dtype)
+        seen = counts > 0  # kept as a mask (no boolean indexing: that reads the count back to the host)
+        mean_stats = (sums / counts.clamp_min(1)[:, None]).view(-1, self.dim, self.family.n_stats)
+        raw = self.family.unconstrain(self.family.from_mean_stats(mean_stats)).reshape(self.net.table.shape)
+        self.net.table.copy_(torch.where(seen[:, None], raw.to(self.net.table.dtype), self.net.table))
 
     def natural_params(self, u: Tensor) -> Tensor:
         """lambda(u): ``(batch, dim, n_stats)``, always valid for the family."""

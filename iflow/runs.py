@@ -38,6 +38,7 @@ from .splits import describe_training_data
 from .training.checkpoint import Checkpointing
 from .training.closed_form import fit_closed_form
 from .training.epoch_end import uses_linear_fit
+from .training.precision import check_precision
 from .training.trainer import TrainResult, fit, split_for_training
 from .units import DATA_UNITS, HISTORY_UNITS, add_data_units
 
@@ -123,6 +124,7 @@ def plan_run(data: Dataset, model_config: ModelConfig, train_config: TrainConfig
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
     uses_linear_fit(model, train_config)  # refuses a linear fit the model cannot have
+    check_precision(model, train_config)  # and a precision it cannot train at
     aux_standardizer = Standardizer.fit(data.u) if model_config.aux.kind == "continuous" else None
     run = Run(model, model_config, train_config, standardizer_for(data, model_config),
               aux_standardizer=aux_standardizer, training_data=describe_training_data(data))  # fmt: skip

@@ -1,5 +1,6 @@
-"""Test options: ``--device`` (default cpu; ``--device cuda`` runs the device-aware tests on a GPU)
-and ``--dtype`` (float64 default for the numerical checks that take it)."""
+"""Test options: ``--device`` (default: every device present, cpu and cuda when CUDA is
+available; ``--device cuda`` runs the device-aware tests on the GPU only) and ``--dtype``
+(float64 default for the numerical checks that take it)."""
 
 import pytest
 import torch
@@ -10,14 +11,26 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--device", default="cpu", help="torch device for device-aware tests (cpu, cuda, cuda:N)")
+    parser.addoption("--device", default=None, help="torch device for device-aware tests (cpu, cuda, cuda:N); "
+                     "default: cpu, and cuda too when CUDA is available")
     parser.addoption("--dtype", default="float64", choices=sorted(DTYPES), help="dtype of the numerical checks")
 
 
-@pytest.fixture(scope="session")
+def available_devices() -> list[str]:
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests taking ``device`` run once per device: the ``--device`` given, or every one present."""
+    if "device" in metafunc.fixturenames:
+        chosen = metafunc.config.getoption("--device")
+        metafunc.parametrize("device", [chosen] if chosen else available_devices(), indirect=True)
+
+
+@pytest.fixture
 def device(request: pytest.FixtureRequest) -> torch.device:
-    """The ``--device`` of this run; tests that take it skip when CUDA is asked for and absent."""
-    device = torch.device(request.config.getoption("--device"))
+    """This test's device; skipped when CUDA is asked for and absent."""
+    device = torch.device(request.param)
     if device.type == "cuda" and not torch.cuda.is_available():
         pytest.skip("--device cuda, but CUDA is not available")
     return device

@@ -136,3 +136,20 @@ def test_training_prints_one_line_per_epoch_on_stdout_off_a_terminal(tmp_path, c
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split(":")[1].strip() for line in out if line.startswith("iflow: epoch")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]
+
+
+def test_train_eval_encode_and_sample_on_the_device(trained, device, capsys, tmp_path):
+    """The whole command-line path with ``--device`` (cpu, and cuda when present); bf16 trains there too."""
+    data, _ = trained
+    run, where = tmp_path / "run", ["--device", device.type]
+    argv = ["train", "--data", str(data), "--epochs", "2", "--batch-size", "64", "--depth", "2", "--out", str(run)]
+    assert main([*argv, *where, "--precision", "bf16"]) == 0
+    assert json.loads((run / "config.json").read_text())["train"]["precision"] == "bf16"
+    capsys.readouterr()
+    assert main(["eval", "--run", str(run), "--data", str(data), "--json", *where]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert np.isfinite(metrics["log_likelihood"]) and metrics["mcc"] > 0.5
+    assert main(["encode", "--run", str(run), "--data", str(data), "--out", str(tmp_path / "z.npz"), *where]) == 0
+    with np.load(tmp_path / "z.npz") as f:
+        assert f["z"].shape == (800, 3) and np.isfinite(f["z"]).all()
+    assert main(["sample", "--run", str(run), "--u", "1", "--n", "5", "--out", str(tmp_path / "x.npz"), *where]) == 0

@@ -31,8 +31,12 @@ EVAL_SEED = 0
 
 
 def dequantize(x: Tensor, width: Tensor | float, generator: torch.Generator | None = None) -> Tensor:
-    """x + width * U(0, 1), elementwise (``width`` broadcasts over the last dimension)."""
-    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype).to(x.device)  # CPU generator
+    """x + width * U(0, 1), elementwise (``width`` broadcasts over the last dimension).
+
+    The noise is drawn on x's device, from ``generator`` (which must be on that device)
+    or that device's default generator.
+    """
+    noise = torch.rand(x.shape, generator=generator, dtype=x.dtype, device=x.device)
     return x + torch.as_tensor(width, dtype=x.dtype, device=x.device) * noise
 
 

@@ -25,17 +25,18 @@ from collections.abc import Callable
 
 import torch
 from nflows.nn.nets import ResidualNet
+from nflows.transforms import ActNorm as _NflowsActNorm
+from nflows.transforms import AffineCouplingTransform as _NflowsAffineCoupling
 from nflows.transforms import (
-    ActNorm,
     CompositeTransform,
     PiecewiseRationalQuadraticCDF,
     Transform,
 )
-from nflows.transforms import AffineCouplingTransform as _NflowsAffineCoupling
 from nflows.transforms import LULinear as _NflowsLULinear
 from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from torch import Tensor, nn
 
+from .autocast import Autocasting
 from .splines import RationalQuadraticCoupling
 
 
@@ -100,6 +101,34 @@ class LULinear(_NflowsLULinear):
         return torch.linalg.solve_triangular(upper, out, upper=True)
 
 
+class ActNorm(_NflowsActNorm):
+    """nflows' activation normalisation (per feature, or per channel of ``(B, C, H, W)`` inputs;
+    scale and shift set from the first training batch) without reading its ``initialized``
+    buffer back on every call: nflows does, a host synchronisation per step on CUDA. The
+    buffer stays the state; the flag below only mirrors it once it is set, and is cleared
+    when a state dict is loaded.
+    """
+
+    def __init__(self, features: int) -> None:
+        super().__init__(features)
+        self.known_initialized = False  # not state (never saved): a host copy of the buffer once True
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if inputs.dim() not in (2, 4):
+            raise ValueError("Expecting inputs to be a 2D or a 4D tensor.")
+        if self.training and not self.known_initialized:
+            if not self.initialized:
+                self._initialize(inputs)
+            self.known_initialized = True
+        scale, shift = self._broadcastable_scale_shift(inputs)
+        pixels = inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else 1
+        return scale * inputs + shift, pixels * self.log_scale.sum() * inputs.new_ones(inputs.shape[0])
+
+    def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self.known_initialized = False  # read the loaded buffer again
+
+
 class ElementwiseSpline(PiecewiseRationalQuadraticCDF):
     """A monotone rational-quadratic spline per component on [-B, B], linear outside.
 
@@ -113,6 +142,14 @@ class ElementwiseSpline(PiecewiseRationalQuadraticCDF):
 def alternating_mask(dim: int, parity: int) -> Tensor:
     """Mask selecting every other component (which ones depends on ``parity``)."""
     return (torch.arange(dim) + parity) % 2
+
+
+class Conditioner(ResidualNet, Autocasting):
+    """nflows' residual network, computing a coupling's parameters; trains under autocast when asked
+    (:class:`~iflow.flows.autocast.Autocasting`). Same parameters and state dict as nflows'."""
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.autocast(super().forward, inputs, context)
 
 
 def residual_net_factory(
@@ -129,7 +166,7 @@ def residual_net_factory(
     """
 
     def create(in_features: int, out_features: int) -> nn.Module:
-        net = ResidualNet(
+        net = Conditioner(
             in_features, out_features, hidden_features=hidden, context_features=context_features, num_blocks=blocks
         )
         with torch.no_grad():

@@ -14,11 +14,12 @@ every scale's factored-out channels, ``(batch, C*H*W)``.
 
 from __future__ import annotations
 
-from nflows.transforms import ActNorm, CompositeTransform, MultiscaleCompositeTransform, SqueezeTransform, Transform
+from nflows.transforms import CompositeTransform, MultiscaleCompositeTransform, SqueezeTransform, Transform
 from nflows.transforms import OneByOneConvolution as _NflowsOneByOneConvolution
 from torch import Tensor, nn
 
-from .build import AffineCoupling, LULinear, alternating_mask
+from .autocast import Autocasting
+from .build import ActNorm, AffineCoupling, LULinear, alternating_mask
 
 
 class OneByOneConvolution(_NflowsOneByOneConvolution, LULinear):
@@ -31,9 +32,10 @@ class OneByOneConvolution(_NflowsOneByOneConvolution, LULinear):
     """
 
 
-class ConvNet(nn.Module):
+class ConvNet(Autocasting):
     """Coupling conditioner: 3x3 conv, 1x1 conv, 3x3 conv with ReLUs; the last layer starts at zero,
-    so each coupling starts as the identity. ``(batch, in_channels, h, w) -> (batch, out_channels, h, w)``."""
+    so each coupling starts as the identity. ``(batch, in_channels, h, w) -> (batch, out_channels, h, w)``;
+    trains under autocast when asked (:class:`~iflow.flows.autocast.Autocasting`)."""
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int) -> None:
         super().__init__()
@@ -47,7 +49,7 @@ class ConvNet(nn.Module):
         )  # fmt: skip
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
-        return self.net(inputs)
+        return self.autocast(self.net, inputs)
 
 
 def glow_step(channels: int, parity: int, hidden: int) -> list[Transform]:

@@ -245,13 +245,14 @@ class VAE(nn.Module):
         z, log_q = self.draw(x, mean, var, torch.randn_like(mean))
         return self.observation.log_prob(x, self.decoder(z)) - self.kl(mean, var, z, u, log_q)
 
-    def kl_weight(self) -> float:
-        """Annealing factor in [0, 1]; advances one step per training call of :meth:`loss`."""
+    def kl_weight(self) -> Tensor | float:
+        """Annealing factor in [0, 1], a ``()`` float64 tensor on the model's device (no host read; 1.0
+        without annealing); advances one step per training call of :meth:`loss`."""
         if self.training:
             self.step += 1
         if self.anneal_steps <= 0:
             return 1.0
-        return min(1.0, float(self.step) / self.anneal_steps)
+        return (self.step.double() / self.anneal_steps).clamp(max=1.0)
 
     def loss(self, x: Tensor, u: Tensor) -> Tensor:
         """Mean negative training objective of a batch: the (beta-weighted, annealed) ELBO, or

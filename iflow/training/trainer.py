@@ -39,9 +39,11 @@ from ..protocols import Model
 from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
 from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
+from .precision import training_precision
 from .progress import ProgressReport
 from .schedule import end_epoch as schedule_end_epoch
 from .schedule import make_schedule, scale_learning_rate
+from .step_tally import StepTally
 from .stopping import StoppingRule
 
 LR_DECAY = 0.1  # learning-rate factor after each divergence
@@ -113,8 +115,8 @@ def training_tensors(
     width = data.dequantize
     discrete = bool(np.any(width))
     if discrete:
-        x_val = dequantize(x_val, width, torch.Generator().manual_seed(seed + 1))
-    x_fit = dequantize(x_train, width, torch.Generator().manual_seed(seed + 2)) if discrete else x_train
+        x_val = dequantize(x_val, width, torch.Generator(device).manual_seed(seed + 1))
+    x_fit = dequantize(x_train, width, torch.Generator(device).manual_seed(seed + 2)) if discrete else x_train
     return TrainingTensors(x, u, train_idx, x_train, u[train_idx], x_val, u[val_idx], x_fit, data.s, width)
 
 
@@ -142,17 +144,21 @@ def mean_log_likelihood(model: Model, x: Tensor, u: Tensor) -> float:
     return float(batched(model.log_prob, x, u).mean())
 
 
-def train_step(model: Model, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float) -> float | None:
-    """One optimizer step; ``None`` (and no step) when the loss or the gradient norm is not finite."""
+def train_step(model: Model, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float) -> tuple[Tensor, Tensor]:
+    """One optimizer step with no host read: the loss ``()`` and whether it and the gradient norm
+    are finite ``()`` bool, both on the device.
+
+    A non-finite step is taken all the same (its parameters turn non-finite): the trainer
+    reads the flag once after the epoch's steps (:class:`~iflow.training.step_tally.StepTally`)
+    and rolls back to the epoch's start, as it did when it checked every step.
+    """
     loss = model.loss(x, u)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
-    value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
-    if not (math.isfinite(value) and math.isfinite(norm_value)):
-        return None
+    loss = loss.detach()
     optimizer.step()
-    return value
+    return loss, torch.isfinite(loss) & torch.isfinite(norm)
 
 
 @contextmanager
@@ -266,28 +272,45 @@ class Trainer:
         return self.checkpoint is not None and (bool(stops) or time.monotonic() - self.last_save >= every)
 
     def run_steps(self, stops: list[int]) -> bool:
-        """The rest of the current epoch's steps; False when a divergence rolled the epoch back."""
+        """The rest of the current epoch's steps, with no host read between them (the tally is read
+        after them and before a checkpoint); False when a divergence rolled the epoch back."""
         p, config, t = self.progress, self.config, self.tensors
-        if p.order is None:
-            p.order, p.total = torch.randperm(len(t.train_idx), generator=self.generator), 0.0
-            self.epoch_start = self.capture()
+        order, width = self.epoch_inputs()
         self.model.train()
-        order = p.order.to(t.x.device)
         discrete = bool(np.any(t.dequantize))
+        tally, first = StepTally(p.total, t.x.device), p.step
         while p.step < self.steps_per_epoch:
             batch = order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
-            x_batch = dequantize(t.x_train[batch], t.dequantize, self.generator) if discrete else t.x_train[batch]
-            value = train_step(self.model, self.optimizer, x_batch, t.u_train[batch], config.clip_grad)
-            if value is None:
-                self.recover(f"epoch {p.epoch + 1}, step {p.step + 1}")
-                return False
+            x_batch = dequantize(t.x_train[batch], width, self.generator) if discrete else t.x_train[batch]
+            tally.add(*train_step(self.model, self.optimizer, x_batch, t.u_train[batch], config.clip_grad))
             self.schedule.step()
-            p.total += value
             p.step += 1
             if self.checkpoint_due(stops):
+                if not self.settle(tally, first):
+                    return False
                 self.save()
                 if stops:
                     raise TrainingInterrupted(f"checkpoint saved to {self.checkpoint.path}; continue with --resume")
+        return self.settle(tally, first)
+
+    def epoch_inputs(self) -> tuple[Tensor, Tensor]:
+        """The epoch's data order ``(n_train,)`` and dequantisation widths on the device, each copied
+        there once per epoch; a new epoch draws its order and captures the rollback point first."""
+        p, t = self.progress, self.tensors
+        if p.order is None:
+            p.order, p.total = torch.randperm(len(t.train_idx), generator=self.generator, device=t.x.device), 0.0
+            self.epoch_start = self.capture()
+        width = torch.as_tensor(t.dequantize, dtype=t.x_train.dtype, device=t.x.device)
+        return p.order.to(t.x.device), width
+
+    def settle(self, tally: StepTally, first: int) -> bool:
+        """Read the steps' tally (from step ``first`` of this epoch); after a non-finite step, roll the
+        epoch back (its parameters never reach the best state or a checkpoint). False after a rollback."""
+        total, finite, finite_steps = tally.read()
+        if not finite:
+            self.recover(f"epoch {self.progress.epoch + 1}, step {first + finite_steps + 1}")
+            return False
+        self.progress.total = total
         return True
 
     def end_epoch(self, refits: list) -> dict | None:
@@ -337,7 +360,7 @@ def start_trainer(
     # foreach: one fused update over all parameters, not a Python loop (1.12x per step on the CPU, same values)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     schedule = make_schedule(optimizer, config, len(tensors.train_idx) // config.batch_size)
-    generator = torch.Generator(device="cpu").manual_seed(config.seed)
+    generator = torch.Generator(device=device).manual_seed(config.seed)  # data order and dequantisation noise
     progress = Progress(best_state=copy.deepcopy(model.state_dict()))
     identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
     trainer = Trainer(model, config, tensors, optimizer, schedule, generator, progress, StoppingRule.from_config(config),
@@ -370,7 +393,7 @@ def fit(
     trainer = start_trainer(model, data, config, split or split_for_training(data, config), checkpoint)
     refits = refits_for(model, trainer.optimizer, trainer.tensors, config)
     report = ProgressReport(trainer.rule.max_epochs, trainer.progress.epoch, enabled=progress)
-    with stop_requests(checkpoint is not None) as stops, report:
+    with stop_requests(checkpoint is not None) as stops, report, training_precision(model, config.precision):
         while not trainer.progress.result.stop_reason:
             if not trainer.run_steps(stops):
                 continue

@@ -31,12 +31,12 @@ SCATTER_CHUNK = 2**22  # entries of the outer products formed at once
 
 
 def label_scatter(z: Tensor, u: Tensor, n_labels: int, centered: bool) -> tuple[Tensor, Tensor]:
-    """Label weights ``(K,)`` and scatter matrices ``(K, n, n)`` of ``z: (N, n)`` (float64).
+    """Label weights ``(K,)`` and scatter matrices ``(K, n, n)`` of ``z: (N, n)`` (float64, on the CPU).
 
     The scatter is each label's covariance, or its second moment about zero when
     ``centered`` (the prior has zero means). Labels absent from ``u`` get weight 0.
     """
-    z, u = z.detach().double().cpu(), u.cpu()  # K small matrices: the CPU is fine
+    z = z.detach().double()  # the sums on z's device: only the K small matrices go to the CPU (for L-BFGS)
     counts = torch.bincount(u, minlength=n_labels).double()
     safe = counts.clamp_min(1.0)
     if not centered:
@@ -49,8 +49,8 @@ def label_scatter(z: Tensor, u: Tensor, n_labels: int, centered: bool) -> tuple[
         scatter.index_add_(0, u[start : start + chunk], rows[:, :, None] * rows[:, None, :])
     scatter = scatter / safe[:, None, None]
     ridge = RIDGE * scatter.diagonal(dim1=1, dim2=2).mean().clamp_min(1e-12)
-    scatter = scatter + ridge * torch.eye(z.shape[1], dtype=z.dtype)
-    return counts / counts.sum(), scatter
+    scatter = scatter + ridge * torch.eye(z.shape[1], dtype=z.dtype, device=z.device)
+    return (counts / counts.sum()).cpu(), scatter.cpu()
 
 
 def profiled_log_likelihood(unmixing: Tensor, weights: Tensor, scatter: Tensor) -> Tensor:

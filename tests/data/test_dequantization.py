@@ -60,3 +60,12 @@ def test_dequantize_tensor_width_per_dimension():
     x = torch.zeros(1000, 2)
     y = dequantize(x, torch.tensor([1.0, 0.1]), torch.Generator().manual_seed(0))
     assert 0.9 < y[:, 0].max() < 1 and 0.09 < y[:, 1].max() < 0.1 and y.min() >= 0
+
+
+def test_dequantize_draws_on_the_device_of_x_from_its_generator(device):
+    x = torch.arange(1500.0, device=device).reshape(500, 3)
+    width = torch.tensor([1.0, 2.0, 0.0], device=device)
+    out = dequantize(x, width, torch.Generator(device).manual_seed(4))
+    noise = torch.rand(x.shape, generator=torch.Generator(device).manual_seed(4), device=device)  # on the CPU: as before
+    assert out.device == x.device and torch.equal(out, x + width * noise)
+    assert torch.equal(out[:, 2], x[:, 2]) and (out - x)[:, 1].max() > 1.5

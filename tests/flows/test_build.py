@@ -2,10 +2,10 @@ import warnings
 
 import pytest
 import torch
-from nflows.transforms import ActNorm
 
 from iflow.flows.build import (
     FLOWS,
+    ActNorm,
     AffineCoupling,
     ElementwiseSpline,
     LULinear,
@@ -113,3 +113,25 @@ def test_gradients_reach_every_parameter():
         (z.square().sum() - logdet.sum()).backward()
         missing = [n for n, p in flow.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
         assert not missing, (name, missing)
+
+
+@pytest.mark.parametrize("shape", [(64, DIM), (8, 3, 4, 4)])
+def test_actnorm_is_nflows_actnorm_reading_its_flag_once(shape, monkeypatch):
+    from nflows.transforms import ActNorm as NflowsActNorm
+
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    ours, theirs = ActNorm(shape[1]), NflowsActNorm(shape[1])
+    for _ in range(2):  # the first training call initialises both from the batch
+        for a, b in zip(ours(x), theirs(x), strict=True):
+            assert torch.equal(a, b)
+    reads = []
+    original = torch.Tensor.__bool__
+    monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(1) or original(t))
+    ours(x)
+    assert reads == [], "an initialised actnorm must not read its buffer back"
+    ours.load_state_dict(ActNorm(shape[1]).state_dict())  # an uninitialised state: initialise again
+    ours(2 * x)
+    monkeypatch.undo()
+    assert len(reads) == 1 and bool(ours.initialized)
+    torch.testing.assert_close(ours(2 * x)[0].transpose(0, 1).reshape(shape[1], -1).mean(1), torch.zeros(shape[1]),
+                               atol=1e-5, rtol=0)  # fmt: skip

@@ -186,7 +186,7 @@ def test_kl_annealing_counts_training_steps_only():
     model, x, u, _ = linear_gaussian(exact_posterior=True)
     model.anneal_steps = 4
     model.train()
-    weights = [model.kl_weight() for _ in range(6)]
+    weights = [float(model.kl_weight()) for _ in range(6)]
     assert weights == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
     model.eval()
     model.step.zero_()

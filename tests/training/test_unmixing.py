@@ -114,3 +114,11 @@ def test_label_scatter_in_chunks_gives_the_same_sums(monkeypatch):
     assert torch.equal(chunked, whole)
     direct = torch.stack([torch.cov(s[u == k].T, correction=0) for k in range(20)])
     torch.testing.assert_close(whole, direct, atol=1e-5, rtol=1e-6)  # covariances (+ the tiny ridge)
+
+
+def test_label_scatter_sums_on_the_device_of_the_latents_and_returns_cpu_matrices(device):
+    s, u = segment_sources(False)
+    weights, scatter = label_scatter(s.to(device), u.to(device), 20, centered=False)
+    assert weights.device.type == scatter.device.type == "cpu"
+    reference = label_scatter(s, u, 20, centered=False)[1]
+    torch.testing.assert_close(scatter, reference, atol=1e-12, rtol=1e-12)
