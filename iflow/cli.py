@@ -451,24 +451,27 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .inputs import single_label_warning
     from .rundir import discard_if_unused
     from .runs import plan_run
+    from .training import distributed
     from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
 
     setup_torch(args)
+    distributed.check_restarts(args.restarts)
     data = load_data(args.data, "train", args.u_cols, args.levels)
     test = load_data(args.data, "test") if is_builtin(args.data) else None
     plan = plan_run(data, *configs_from(args))
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
     print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{plan.run.model_config.aux.describe()}")
     warning = None if is_builtin(args.data) else single_label_warning(plan.run)
-    if warning is not None:
+    if warning is not None and distributed.is_main():
         print(warning, file=sys.stderr)
-    resuming = prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True)
+    resuming = distributed.on_main(lambda: prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True))
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
         outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
     except BaseException:
-        discard_if_unused(args.out)  # nothing was saved: leave nothing behind
+        if distributed.is_main():
+            discard_if_unused(args.out)  # nothing was saved: leave nothing behind
         raise
     report_training(args.out, outcome.metrics, outcome.seconds)
 
@@ -673,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
     log_progress()
 
     try:
-        args.handler(args)
+        run_command(args)
     except UserError as exc:
         print(f"iflow: error: {exc.for_command_line()}", file=sys.stderr)
         return 2
@@ -681,6 +684,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"iflow: interrupted{'; ' + one_line(exc) if str(exc) else ''}", file=sys.stderr)
         return 130
     return 0
+
+
+def run_command(args: argparse.Namespace) -> None:
+    """The command; ``iflow train`` under torchrun in its process group (this rank's device in ``args.device``)."""
+    if args.command != "train":
+        args.handler(args)
+        return
+    from .training.distributed import process_group
+
+    with process_group(args.device) as args.device:
+        args.handler(args)
 
 
 def one_line(exc: BaseException) -> str:

@@ -19,6 +19,7 @@ from .protocols import NO_LIKELIHOOD
 from .runs import TIMING_FILE, Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
 from .selection import Restart, train_with_restarts
 from .splits import subset
+from .training import distributed
 from .training.checkpoint import Checkpointing
 from .training.trainer import TrainResult
 
@@ -107,8 +108,10 @@ def train_and_evaluate(
 def train_to_directory(plan: RunPlan, directory: Path, checkpoint: Checkpointing | None = None, **options: object) -> Outcome:
     """:func:`train_and_evaluate`, then save the run with its figures (and its wall times in
     ``timing.json``) into ``directory`` and delete the resume ``checkpoint`` once saved.
-    ``options``: those of :func:`train_and_evaluate`."""
+    ``options``: those of :func:`train_and_evaluate`. Under torchrun only rank 0 writes."""
     outcome = train_and_evaluate(plan, checkpoint=checkpoint, **options)
+    if not distributed.is_main():
+        return outcome
     save_run(outcome.run, directory, outcome.result, outcome.metrics)
     timing = {"seconds": outcome.seconds}
     if outcome.restarts:

@@ -37,6 +37,7 @@ from ..defaults import train_defaults
 from ..errors import UserError, param
 from ..protocols import Model
 from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
+from . import distributed
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
 from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
 from .precision import training_precision
@@ -144,15 +145,20 @@ def mean_log_likelihood(model: Model, x: Tensor, u: Tensor) -> float:
     return float(batched(model.log_prob, x, u).mean())
 
 
-def train_step(model: Model, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float) -> tuple[Tensor, Tensor]:
+def train_step(
+    model: Model, loss_module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float
+) -> tuple[Tensor, Tensor]:
     """One optimizer step with no host read: the loss ``()`` and whether it and the gradient norm
     are finite ``()`` bool, both on the device.
+
+    ``loss_module(x, u)`` is the model's loss (:func:`~iflow.training.distributed.loss_module`):
+    under DDP only a call of the wrapped module averages the gradients over the ranks.
 
     A non-finite step is taken all the same (its parameters turn non-finite): the trainer
     reads the flag once after the epoch's steps (:class:`~iflow.training.step_tally.StepTally`)
     and rolls back to the epoch's start, as it did when it checked every step.
     """
-    loss = model.loss(x, u)
+    loss = loss_module(x, u)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     norm = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
@@ -183,6 +189,7 @@ class Trainer:
     """The mutable state of one :func:`fit` call: steps, rollback, checkpoints, the epoch's end."""
 
     model: Model
+    loss_module: nn.Module  # the model's loss, DDP-wrapped under torchrun: steps go through it
     config: TrainConfig
     tensors: TrainingTensors
     optimizer: torch.optim.Optimizer
@@ -233,6 +240,7 @@ class Trainer:
         """Continue from the checkpoint file, after checking that it is this run's."""
         path = self.checkpoint.path
         saved = load_checkpoint(path)
+        distributed.check_world_size(saved, path)
         check_same_run(saved, self.identity, path)
         try:
             self.restore(saved["epoch_start"])  # both saved states must fit this model
@@ -247,7 +255,7 @@ class Trainer:
         retries = self.progress.retries + 1
         if retries > MAX_RETRIES:
             lr = self.optimizer.param_groups[0]["lr"]
-            if self.checkpoint is not None:  # resuming would diverge the same way: leave no checkpoint behind
+            if self.checkpoint is not None and distributed.is_main():  # resuming would diverge the same way: leave no checkpoint behind
                 self.checkpoint.path.unlink(missing_ok=True)
             raise TrainingDiverged(
                 f"training diverged: non-finite loss or gradient at {where}, still after {MAX_RETRIES} "
@@ -263,8 +271,9 @@ class Trainer:
         self.epoch_start = self.capture()
 
     def save(self) -> None:
-        """Write a checkpoint of the current state (never a non-finite one)."""
-        self.checkpoint.save({**self.capture(), "epoch_start": self.epoch_start, "identity": self.identity})
+        """Write a checkpoint of the current state (never a non-finite one; rank 0 only)."""
+        if distributed.is_main():
+            self.checkpoint.save({**self.capture(), "epoch_start": self.epoch_start, "identity": self.identity})
         self.last_save = time.monotonic()
 
     def checkpoint_due(self, stops: list[int]) -> bool:
@@ -282,14 +291,16 @@ class Trainer:
         while p.step < self.steps_per_epoch:
             batch = order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
             x_batch = dequantize(t.x_train[batch], width, self.generator) if discrete else t.x_train[batch]
-            tally.add(*train_step(self.model, self.optimizer, x_batch, t.u_train[batch], config.clip_grad))
+            x_rows, u_rows = distributed.own_rows(x_batch), distributed.own_rows(t.u_train[batch])
+            tally.add(*train_step(self.model, self.loss_module, self.optimizer, x_rows, u_rows, config.clip_grad))
             self.schedule.step()
             p.step += 1
-            if self.checkpoint_due(stops):
+            due, stopping = distributed.agree_on_checkpoint(self.checkpoint_due(stops), stops)
+            if due:
                 if not self.settle(tally, first):
                     return False
                 self.save()
-                if stops:
+                if stopping:
                     raise TrainingInterrupted(f"checkpoint saved to {self.checkpoint.path}; continue with --resume")
         return self.settle(tally, first)
 
@@ -306,7 +317,7 @@ class Trainer:
     def settle(self, tally: StepTally, first: int) -> bool:
         """Read the steps' tally (from step ``first`` of this epoch); after a non-finite step, roll the
         epoch back (its parameters never reach the best state or a checkpoint). False after a rollback."""
-        total, finite, finite_steps = tally.read()
+        total, finite, finite_steps = distributed.agree_on_tally(*tally.read())
         if not finite:
             self.recover(f"epoch {self.progress.epoch + 1}, step {first + finite_steps + 1}")
             return False
@@ -329,6 +340,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "seconds": self.seconds(),
         }
+        record = distributed.from_main(record)  # one clock, so one stopping decision, on every rank
         if not math.isfinite(record["val_log_likelihood"]):
             self.recover(f"the validation of epoch {p.epoch + 1}")
             return None
@@ -354,16 +366,18 @@ def start_trainer(
     device = resolve_device(config.device)
     seed_everything(config.seed)
     model.to(device)
+    distributed.check_global_batch(config.batch_size)
     tensors = training_tensors(data, split, config.seed, device)
     if config.prior_fit in ("init", "epoch"):
         warm_start(model, tensors.x_fit, tensors.u_train)
+    loss_module = distributed.loss_module(model)
     # foreach: one fused update over all parameters, not a Python loop (1.12x per step on the CPU, same values)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
     schedule = make_schedule(optimizer, config, len(tensors.train_idx) // config.batch_size)
     generator = torch.Generator(device=device).manual_seed(config.seed)  # data order and dequantisation noise
     progress = Progress(best_state=copy.deepcopy(model.state_dict()))
-    identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
-    trainer = Trainer(model, config, tensors, optimizer, schedule, generator, progress, StoppingRule.from_config(config),
+    identity = run_identity(data, config, {**(checkpoint.context if checkpoint is not None else {}), **distributed.identity()})
+    trainer = Trainer(model, loss_module, config, tensors, optimizer, schedule, generator, progress, StoppingRule.from_config(config),
                       checkpoint, identity)  # fmt: skip
     if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
         trainer.resume()
@@ -392,7 +406,7 @@ def fit(
     config = train_defaults(data, config)
     trainer = start_trainer(model, data, config, split or split_for_training(data, config), checkpoint)
     refits = refits_for(model, trainer.optimizer, trainer.tensors, config)
-    report = ProgressReport(trainer.rule.max_epochs, trainer.progress.epoch, enabled=progress)
+    report = ProgressReport(trainer.rule.max_epochs, trainer.progress.epoch, enabled=progress and distributed.is_main())
     with stop_requests(checkpoint is not None) as stops, report, training_precision(model, config.precision):
         while not trainer.progress.result.stop_reason:
             if not trainer.run_steps(stops):
