@@ -21,6 +21,7 @@ from iflow.models.build import MODELS, build_model
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.training import trainer as trainer_module
 from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite
+from iflow.training.distributed import loss_module
 from iflow.training.trainer import Trainer, TrainingInterrupted, fit
 from tests import helpers
 
@@ -114,8 +115,9 @@ def test_the_host_read_detector_sees_a_read_in_the_loss(monkeypatch) -> None:
 def host_read_step(losses: list[float]) -> Callable:
     """The step as it was: loss and gradient norm read back every step, no update when not finite."""
 
-    def step(model: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float):
-        loss = model.loss(x, u)
+    def step(model: nn.Module, loss_module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor,
+             clip: float):  # fmt: skip
+        loss = loss_module(x, u)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         norm = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
@@ -190,7 +192,7 @@ def test_a_step_from_non_finite_parameters_is_flagged_and_raises_nothing(name) -
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), foreach=True)
     x, u = torch.randn(32, DIM), torch.arange(32) % 4
-    loss, finite = trainer_module.train_step(model, optimizer, x, u, clip=10.0)
+    loss, finite = trainer_module.train_step(model, loss_module(model), optimizer, x, u, clip=10.0)
     assert not finite and loss.shape == ()
 
 
