@@ -227,8 +227,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed, default=d.seed, help="training seed (default %(default)s)")
     p.add_argument(
         "--prior-fit", choices=PRIOR_FITS, default=d.prior_fit,
-        help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
-        "at the start and after every epoch)",
+        help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (at the start "
+        "and after every epoch); default: epoch for flows, none for the VAE family",
     )  # fmt: skip
     p.add_argument(
         "--linear-fit", choices=LINEAR_FITS, default=d.linear_fit,

@@ -29,7 +29,6 @@ from ..data.noisy_ceiling import bayes_ceiling, mix, posterior_summaries
 from ..data.synthetic import SyntheticConfig, SyntheticData, generate
 from ..files import atomic_write, save_csv
 from ..metrics import mcc
-from ..models.build import VAE_TRAINING
 from ..runs import evaluate, train
 
 DESCRIPTION = "The iVAE paper's Fig. 2a protocol (one mixing matrix reused, noise variance 0.01) and an ablation"
@@ -39,10 +38,11 @@ PAPER_MODEL = ModelConfig(model="ivae", prior="gauss-var", hidden=100, depth=3, 
                           objective_weights=[100.0, 1.0, 0.0, 10.0])  # fmt: skip
 PAPER_TRAIN = TrainConfig(epochs=20, batch_size=64, lr=1e-2, prior_fit="none")
 NOISE_SD = 0.1
+IFLOW_DEFAULTS = {"epochs": None, "batch_size": None, "lr": None, "prior_fit": None}  # filled: iflow/defaults.py
 INGREDIENTS: dict[str, dict] = {  # setting -> what changes from the paper's protocol
     "paper": {},
     "plain ELBO": {"model": {"objective_weights": None}},
-    "iflow's VAE training (lr 3e-3, batch 256, 60 epochs)": {"train": VAE_TRAINING},
+    "iflow's VAE training defaults": {"train": IFLOW_DEFAULTS},
     "a fresh matrix per layer": {"data": {"shared": False}},
     "mean-modulated sources (iFlow data)": {"data": {"centered": False}},
     "mean and variance prior (gauss)": {"model": {"prior": "gauss"}},

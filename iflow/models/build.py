@@ -57,10 +57,6 @@ def unconditional_flow(config: ModelConfig) -> Model:
 
 VAE_LAYERS = 3  # hidden layers of encoder and decoder when depth is not given
 VAE_HIDDEN = 64  # their width when hidden is not given
-# Training settings the VAE family needs instead of TrainConfig's (the flows'), measured on the noisy
-# benchmark (benchmarks/ivae.md, benchmarks/noise.md): the flows' lr 2e-2 and batch 512 take the iVAE
-# below x itself; the M-step does not maximise the importance-weighted bound, so it stays off.
-VAE_TRAINING = {"epochs": 60, "batch_size": 256, "lr": 3e-3, "prior_fit": "none"}
 
 
 DEFAULT_TRAIN_SAMPLES = 8  # the IW bound where it applies: on the noisy benchmark 0.614 against the ELBO's 0.541
