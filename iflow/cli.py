@@ -166,7 +166,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     given to a model that does not read it is an error."""
     d = MODEL_DEFAULTS
     p.add_argument("--model", default=None,
-                   help="iflow (default), flow (unconditional baseline), ivae, the baselines vae, betavae, tcvae, "
+                   help="iflow (default), flow (unconditional baseline), ivae, noisy-iflow (the identifiable flow "
+                   "followed by Gaussian noise, trained as a VAE), the baselines vae, betavae, tcvae, "
                    "tcl (time-contrastive learning), fastica (FastICA on x) or identity (x itself)")
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
