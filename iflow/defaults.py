@@ -53,7 +53,8 @@ TASK_DEFAULTS = {
 # flows' lr 2e-2 and batch 512 a bare --model ivae scored below x itself on the noisy benchmark; the M-step
 # maximises the ELBO, not the importance-weighted bound the iVAE trains, and with it the iVAE fell below x on
 # data seeds 1 and 3 (0.507, 0.508 against 0.579, 0.533; 30 epochs), so it is off. At most 90 epochs: 60 left
-# seeds 1 and 4 below x (0.567, 0.639 against 0.579, 0.652); 90 (fixed) took seed 4 above (0.661), about 80 CPU s.
+# seeds 1 and 4 below x (0.567, 0.639 against 0.579, 0.652); 90 takes seed 4 above (0.661), seed 1 stays below
+# (0.559), as do leaky-ReLU mixing and 4 layers (benchmarks/ivae.md says why); at most about 80 CPU s a model.
 VAE_FAMILY_DEFAULTS = {
     "recovery": TaskDefaults(lr=3e-3, batch_size=256, max_epochs=90, patience=8, tolerance=0.01, prior_fit="none"),
 }
