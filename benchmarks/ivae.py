@@ -175,11 +175,11 @@ NOTES = """Notes:
     kept seeds 1 and 4 at or above x (0.579, 0.666), but on small noiseless data (3 sources, 2 layers, 10 x 200,
     seeds 1-3; x 0.670, 0.763, 0.816) scored 0.687, 0.793, 0.773 against 0.739, 0.926, 0.894 from a random start:
     the start at x is a basin the bound does not leave, so it is not an option.
-- The flow followed by noise (`noisy-iflow`, the table above): started at the flow fitted to the noisy x, both
-  bounds move MCC down, not up (seed 1: flow 0.705; ELBO, 10 epochs, lr 1e-3: 0.678 after one epoch, 0.657 after
-  ten, the bound rising all along; IW K = 4, 6 epochs: 0.694 -> 0.690). The fitted model's own posterior mean
-  (importance-weighted, K = 64) scores about what q's mean does (0.704 on seed 1), against 0.935 for the true
-  model's: the limit is the fitted generative model (its bound stays far below the true log-likelihood), not the
+- The flow followed by noise (`noisy-iflow`, the table above): started at the flow fitted to the noisy x, it
+  barely moves MCC (seed 1: flow 0.705; ELBO, 10 epochs, lr 1e-3: 0.678 after one epoch, 0.657 after ten, the
+  bound rising all along; IW K = 4, 6 epochs: 0.690; seed 2: 0.795 -> 0.797). The fitted model's own posterior
+  mean (importance-weighted, K = 64) scores about what q's mean does (0.704, 0.807), against 0.935, 0.931 for
+  the true model's: the limit is the fitted generative model (its bound stays far below the true log-likelihood), not the
   posterior family. So 0.90 is not reached by any model of the library here; the best is the identifiable flow
   itself."""
 
