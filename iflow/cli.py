@@ -169,7 +169,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     given to a model that does not read it is an error."""
     d = MODEL_DEFAULTS
     p.add_argument("--model", default=None,
-                   help="iflow (default), flow (unconditional baseline), ivae, the baselines vae, betavae, tcvae, "
+                   help="iflow (default), flow (unconditional baseline), ivae, noisy-iflow (the identifiable flow "
+                   "followed by Gaussian noise, trained as a VAE), the baselines vae, betavae, tcvae, "
                    "tcl (time-contrastive learning), fastica (FastICA on x) or identity (x itself)")
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
@@ -230,8 +231,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=seed, default=d.seed, help="training seed (default %(default)s)")
     p.add_argument(
         "--prior-fit", choices=PRIOR_FITS, default=d.prior_fit,
-        help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (default: "
-        "at the start and after every epoch)",
+        help="closed-form M-step of a label prior: none, init (a data-dependent start) or epoch (at the start "
+        "and after every epoch); default: epoch for flows, none for the VAE family",
     )  # fmt: skip
     p.add_argument(
         "--linear-fit", choices=LINEAR_FITS, default=d.linear_fit,

@@ -72,7 +72,8 @@ class TrainConfig:
     clip_grad: float = 10.0
     seed: int = 0
     split_seed: int | None = None  # None: the training seed; restarts share one split
-    prior_fit: str = "epoch"  # closed-form M-step of a label prior: none, at init, or every epoch
+    prior_fit: str | None = None  # closed-form M-step of a label prior: none, at init, or every epoch; None: the
+    # model's default (epoch for flows, none for the VAE family; iflow/defaults.py)
     linear_fit: str = "auto"  # second-order refit of the flow's last linear layer each epoch (iflow/unmixing.py)
     device: str = "cpu"
     threads: int = 1
@@ -101,11 +102,11 @@ class TrainConfig:
             (self.threads >= 1, f"{param('threads')} must be >= 1, got {self.threads}"),
             (0 <= self.seed <= MAX_SEED, f"{param('seed')} must be in 0..{MAX_SEED}, got {self.seed}"),
             (self.schedule in SCHEDULES, f"unknown {param('schedule')} {self.schedule!r}; choose from {SCHEDULES}"),
-            (self.prior_fit in PRIOR_FITS,
+            (self.prior_fit is None or self.prior_fit in PRIOR_FITS,
              f"unknown {param('prior_fit')} {self.prior_fit!r}; choose from {PRIOR_FITS}"),
             (self.linear_fit in LINEAR_FITS,
              f"unknown {param('linear_fit')} {self.linear_fit!r}; choose from {LINEAR_FITS}"),
-            (self.linear_fit != "epoch" or self.prior_fit == "epoch",
+            (self.linear_fit != "epoch" or self.prior_fit in (None, "epoch"),
              f"{param('linear_fit')} epoch profiles the prior out, so it needs {param('prior_fit')} epoch"),
             (self.precision in PRECISIONS,
              f"unknown {param('precision')} {self.precision!r}; choose from {PRECISIONS}"),

@@ -116,8 +116,9 @@ def plan_run(data: Dataset, model_config: ModelConfig, train_config: TrainConfig
     """Validate and fill the configs, standardise, split and build the seeded model: everything
     that can fail fails here, before any training (and before a run directory is touched)."""
     train_config.validate()
-    has_flow = "flow" in model_entry(model_config.model).options
-    model_config, train_config = with_task_defaults(data, model_config, train_config, has_flow)
+    entry = model_entry(model_config.model)
+    model_config, train_config = with_task_defaults(data, model_config, train_config, "flow" in entry.options,
+                                                    entry.variational)  # fmt: skip
     resolve_device(train_config.device)
     model_config = fill_model_config(data, model_config)
     split = split_for_training(data, train_config)

@@ -258,6 +258,7 @@ CASES = [
     Case("negative epochs", TRAIN_GOOD + " --epochs -1", ("--epochs", "positive integer")),
     Case("zero batch size", TRAIN_GOOD + " --batch-size 0", ("--batch-size", "positive integer")),
     Case("zero max epochs", TRAIN_GOOD + " --max-epochs 0", ("--max-epochs", "positive integer")),
+    Case("a KL weight for the noisy flow", TRAIN_GOOD + " --model noisy-iflow --beta 2", ("--beta", "noisy-iflow does not use it")),
     Case("fixed budget and a cap", TRAIN_GOOD + " --epochs 2 --max-epochs 3", ("--epochs", "--max-epochs", "give one")),
     Case("zero patience", TRAIN_GOOD + " --patience 0", ("--patience", "positive integer")),
     Case("negative tolerance", TRAIN_GOOD + " --tolerance -0.1", ("--tolerance", ">= 0")),

@@ -11,7 +11,7 @@ import torch
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.builtin import load_data
 from iflow.data.dataset import make_dataset
-from iflow.defaults import TASK_DEFAULTS, model_defaults, task_of, train_defaults
+from iflow.defaults import TASK_DEFAULTS, VAE_FAMILY_DEFAULTS, model_defaults, task_of, train_defaults
 from iflow.runs import plan_run
 
 
@@ -63,6 +63,29 @@ def test_plan_run_records_the_task_and_its_values() -> None:
     assert (plan.run.train_config.lr, plan.run.model_config.bins) == (density.lr, 16)
     recovery = plan_run(labelled(), ModelConfig(), TrainConfig()).run
     assert (recovery.train_config.lr, recovery.model_config.bins) == (TASK_DEFAULTS["recovery"].lr, None)
+
+
+@pytest.mark.parametrize("model", ["ivae", "vae", "betavae", "tcvae"])
+def test_plan_run_gives_the_vae_family_its_own_recovery_defaults_and_the_flow_keeps_its_own(model: str) -> None:
+    vae, flow = VAE_FAMILY_DEFAULTS["recovery"], TASK_DEFAULTS["recovery"]
+    filled = plan_run(labelled(), ModelConfig(model=model), TrainConfig()).run.train_config
+    assert (filled.task, filled.lr, filled.batch_size, filled.max_epochs, filled.prior_fit) == (
+        "recovery", vae.lr, vae.batch_size, vae.max_epochs, "none"
+    )
+    assert (filled.patience, filled.tolerance) == (vae.patience, vae.tolerance)
+    assert (vae.lr, vae.batch_size, vae.prior_fit) != (flow.lr, flow.batch_size, flow.prior_fit), "a real difference"
+    iflow = plan_run(labelled(), ModelConfig(model="iflow"), TrainConfig()).run.train_config
+    assert (iflow.lr, iflow.batch_size, iflow.max_epochs, iflow.prior_fit) == (
+        flow.lr, flow.batch_size, flow.max_epochs, "epoch"
+    )
+    given = plan_run(labelled(), ModelConfig(model=model), TrainConfig(lr=1e-4, prior_fit="epoch")).run.train_config
+    assert (given.lr, given.prior_fit, given.batch_size) == (1e-4, "epoch", vae.batch_size), "what is given wins"
+
+
+def test_the_vae_family_takes_the_task_defaults_where_it_has_none_of_its_own() -> None:
+    assert "density" not in VAE_FAMILY_DEFAULTS
+    filled = plan_run(labelled(labels=1), ModelConfig(model="ivae"), TrainConfig()).run.train_config
+    assert (filled.task, filled.lr, filled.prior_fit) == ("density", TASK_DEFAULTS["density"].lr, "epoch")
 
 
 def test_glow_on_digits_has_a_finite_readable_first_epoch_with_the_image_defaults() -> None:

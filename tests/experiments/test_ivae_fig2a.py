@@ -32,6 +32,7 @@ def test_quick_run_and_report(tmp_path):
     setting = {"model": "ivae", "setting": "paper", "segments": 4, "per_segment": 100, "epochs": 1}
     row = ivae_fig2a.run(setting, seed=2)
     assert 0 < row["mcc"] <= 1 and row["mcc_x"] < row["bayes_ceiling"] <= 1
+    assert 0 < row["mcc_sample"] <= row["mcc"] + 1e-3, "a draw from q adds noise to its mean"
     ivae_fig2a.report([row], tmp_path)
     assert (
         "| paper |" in (tmp_path / "ivae_fig2a.md").read_text() and "0.952" in (tmp_path / "ivae_fig2a.md").read_text()

@@ -86,7 +86,7 @@ def flow_model(flow="spline", prior=None, dim=3, labels=10):
 
 
 def test_linear_fit_applies_only_where_it_is_defined():
-    auto = TrainConfig()
+    auto = TrainConfig(prior_fit="epoch")  # the flows' default (filled by iflow.defaults)
     assert uses_linear_fit(flow_model(), auto)
     assert flow_model("realnvp").final_linear() is None and not uses_linear_fit(flow_model("realnvp"), auto)
     assert not uses_linear_fit(flow_model(prior=StandardNormalPrior(3)), auto)
