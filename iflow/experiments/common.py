@@ -19,6 +19,7 @@ import numpy as np
 from ..config import ModelConfig, TrainConfig
 from ..data.dataset import Dataset, make_dataset
 from ..data.synthetic import SyntheticConfig, generate
+from ..defaults import TASK_DEFAULTS, VAE_FAMILY_DEFAULTS
 from ..errors import UserError
 from ..metrics import mcc
 
@@ -28,9 +29,10 @@ if TYPE_CHECKING:
 IVAE_DATA = {"centered": True, "mixing": "shared"}  # the iVAE code's generator (zero-mean sources, one matrix)
 IFLOW_DATA = {"centered": False, "mixing": "fresh"}  # the iFlow code's: segment means U(-5, 5), a matrix per layer
 VAE_FAMILY = ("ivae", "vae", "betavae", "tcvae")
-TRAINING = {
-    "flow": {"lr": 2e-2, "batch_size": 512},  # the iflow train defaults
-    "vae": {"lr": 3e-3, "batch_size": 256, "prior_fit": "none"},  # benchmarks/ivae.py's settings
+FLOW_DEFAULTS, VAE_DEFAULTS = TASK_DEFAULTS["recovery"], VAE_FAMILY_DEFAULTS["recovery"]
+TRAINING = {  # the recovery defaults of `iflow train` (the experiments fix the number of epochs instead)
+    "flow": {"lr": FLOW_DEFAULTS.lr, "batch_size": FLOW_DEFAULTS.batch_size},
+    "vae": {"lr": VAE_DEFAULTS.lr, "batch_size": VAE_DEFAULTS.batch_size, "prior_fit": VAE_DEFAULTS.prior_fit},
     "tcl": {"lr": 1e-2, "batch_size": 256},
     "closed_form": {},
 }
