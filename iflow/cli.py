@@ -157,7 +157,7 @@ MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_boun
                  "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica",
                  "posterior", "posterior_depth", "objective_weights")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
-                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit")  # fmt: skip
+                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit", "compile")  # fmt: skip
 PER_TASK = "default: per task, see README"
 
 
@@ -244,6 +244,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--jobs", type=positive_int, default=None,
         help="restarts trained at once, one process each (default: K, at most the number of CPUs)",
     )  # fmt: skip
+    p.add_argument("--compile", action="store_true", default=d.compile,
+                   help="torch.compile the training loss: tens of seconds to compile on a model's first run, "
+                   "cached for the next (see README, Performance)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -75,6 +75,7 @@ class TrainConfig:
     linear_fit: str = "auto"  # second-order refit of the flow's last linear layer each epoch (iflow/unmixing.py)
     device: str = "cpu"
     threads: int = 1
+    compile: bool = False  # torch.compile the training loss (iflow/training/compiled.py)
 
     def validate(self) -> None:
         """:class:`UserError` for values out of range or options that contradict each other."""

@@ -38,6 +38,7 @@ from ..errors import UserError, param
 from ..protocols import Model
 from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
+from .compiled import CompiledLoss, training_loss
 from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
 from .progress import ProgressReport
 from .schedule import end_epoch as schedule_end_epoch
@@ -186,6 +187,7 @@ class Trainer:
     rule: StoppingRule
     checkpoint: Checkpointing | None = None
     identity: dict | None = None
+    stepped: Model | CompiledLoss | None = None  # what train_step calls: the model, or its compiled loss
     epoch_start: dict | None = None  # the rollback point: the state when this epoch's order was drawn
     clock_start: float = field(default_factory=time.perf_counter)
     last_save: float = field(default_factory=time.monotonic)
@@ -274,10 +276,11 @@ class Trainer:
         self.model.train()
         order = p.order.to(t.x.device)
         discrete = bool(np.any(t.dequantize))
+        stepped = self.model if self.stepped is None else self.stepped
         while p.step < self.steps_per_epoch:
             batch = order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
             x_batch = dequantize(t.x_train[batch], t.dequantize, self.generator) if discrete else t.x_train[batch]
-            value = train_step(self.model, self.optimizer, x_batch, t.u_train[batch], config.clip_grad)
+            value = train_step(stepped, self.optimizer, x_batch, t.u_train[batch], config.clip_grad)
             if value is None:
                 self.recover(f"epoch {p.epoch + 1}, step {p.step + 1}")
                 return False
@@ -341,7 +344,7 @@ def start_trainer(
     progress = Progress(best_state=copy.deepcopy(model.state_dict()))
     identity = run_identity(data, config, checkpoint.context if checkpoint is not None else {})
     trainer = Trainer(model, config, tensors, optimizer, schedule, generator, progress, StoppingRule.from_config(config),
-                      checkpoint, identity)  # fmt: skip
+                      checkpoint, identity, training_loss(model, config))  # fmt: skip
     if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
         trainer.resume()
     return trainer
