@@ -36,6 +36,7 @@ from nflows.transforms import LULinear as _NflowsLULinear
 from nflows.transforms.splines.rational_quadratic import DEFAULT_MIN_DERIVATIVE
 from torch import Tensor, nn
 
+from .coupling import couple, takes_fast_path
 from .splines import RationalQuadraticCoupling
 
 
@@ -43,18 +44,40 @@ class AffineCoupling(_NflowsAffineCoupling):
     """Affine coupling y_b = x_b * exp(s(x_a)) + t(x_a) with an uncapped scale.
 
     The log-scale is soft-clamped to (-max_log_scale, max_log_scale) by a
-    scaled tanh, which keeps one layer from exploding early in training.
+    scaled tanh, which keeps one layer from exploding early in training. On
+    ``x: (batch, dim)`` the split and merge are :func:`~iflow.flows.coupling.couple`'s.
     """
 
     def __init__(self, mask: Tensor, transform_net_create_fn: Callable, max_log_scale: float = 3.0) -> None:
         super().__init__(mask, transform_net_create_fn)
         self.max_log_scale = max_log_scale
 
-    def _scale_and_shift(self, transform_params: Tensor) -> tuple[Tensor, Tensor]:
+    def _log_scale_and_shift(self, transform_params: Tensor) -> tuple[Tensor, Tensor]:
         raw = transform_params[:, self.num_transform_features :, ...]
         shift = transform_params[:, : self.num_transform_features, ...]
-        log_scale = self.max_log_scale * torch.tanh(raw / self.max_log_scale)
+        return self.max_log_scale * torch.tanh(raw / self.max_log_scale), shift
+
+    def _scale_and_shift(self, transform_params: Tensor) -> tuple[Tensor, Tensor]:  # nflows' path (images)
+        log_scale, shift = self._log_scale_and_shift(transform_params)
         return torch.exp(log_scale), shift
+
+    def _affine(self, x: Tensor, params: Tensor, inverse: bool) -> tuple[Tensor, Tensor]:
+        """``x: (batch, m)`` and the net's ``params: (batch, 2m)`` -> ``(y, logabsdet: (batch,))``,
+        without nflows' exp-then-log of the scale."""
+        log_scale, shift = self._log_scale_and_shift(params)
+        if inverse:
+            return (x - shift) * torch.exp(-log_scale), -log_scale.sum(1)
+        return torch.addcmul(shift, x, torch.exp(log_scale)), log_scale.sum(1)
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if not takes_fast_path(self, inputs):
+            return super().forward(inputs, context)
+        return couple(self, inputs, context, lambda x, params: self._affine(x, params, inverse=False))
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if not takes_fast_path(self, inputs):
+            return super().inverse(inputs, context)
+        return couple(self, inputs, context, lambda x, params: self._affine(x, params, inverse=True))
 
 
 class LULinear(_NflowsLULinear):

@@ -40,6 +40,8 @@ from nflows.transforms.splines.rational_quadratic import (
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from .coupling import couple, takes_fast_path
+
 
 class _Constants(NamedTuple):
     bins: int
@@ -295,9 +297,8 @@ class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
 
     Same constructor, parameter layout, conditioner-output scaling (widths and
     heights divided by sqrt(hidden features)) and state dict as nflows; ``tails``
-    is always ``"linear"``. On ``x: (batch, dim)`` the split and merge are an
-    ``index_select`` and an ``index_copy`` instead of nflows' advanced indexing
-    and index-put; other inputs take nflows' path.
+    is always ``"linear"``. On ``x: (batch, dim)`` the split and merge are
+    :func:`~iflow.flows.coupling.couple`'s; other inputs take nflows' path.
     """
 
     def __init__(
@@ -312,14 +313,15 @@ class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
         self.logit_scale = math.sqrt(hidden)
 
     def _coupling(self, inputs: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        if inputs.dim() != 2 or self.unconditional_transform is not None:
+        if not takes_fast_path(self, inputs):
             return super().inverse(inputs, context) if inverse else super().forward(inputs, context)
-        if inputs.shape[1] != self.features:
-            raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
-        params = self.transform_net(inputs.index_select(1, self.identity_features), context)
-        params = params.reshape(inputs.shape[0], self.num_transform_features, -1)  # as nflows lays them out
-        outputs, logabsdet = self._piecewise_cdf(inputs.index_select(1, self.transform_features), params, inverse)
-        return inputs.index_copy(1, self.transform_features, outputs), logabsdet.sum(1)
+
+        def spline(x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+            params = params.reshape(x.shape[0], self.num_transform_features, -1)  # as nflows lays them out
+            outputs, logabsdet = self._piecewise_cdf(x, params, inverse)
+            return outputs, logabsdet.sum(1)
+
+        return couple(self, inputs, context, spline)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._coupling(inputs, context, inverse=False)
