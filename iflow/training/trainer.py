@@ -337,8 +337,9 @@ def start_trainer(
     tensors = training_tensors(data, split, config.seed, device)
     if config.prior_fit in ("init", "epoch"):
         warm_start(model, tensors.x_fit, tensors.u_train)
-    # foreach: one fused update over all parameters, not a Python loop (1.12x per step on the CPU, same values)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    # fused: one kernel over all parameters, about 3.5x faster than foreach's list ops on the CPU (about 8% of the
+    # default step), the same update to rounding (float64: 3e-13 apart after 50 steps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     schedule = make_schedule(optimizer, config, len(tensors.train_idx) // config.batch_size)
     generator = torch.Generator(device="cpu").manual_seed(config.seed)
     progress = Progress(best_state=copy.deepcopy(model.state_dict()))
