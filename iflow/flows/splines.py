@@ -14,9 +14,11 @@ bin's knots and one its slopes, and the forward direction (the one training
 differentiates) has a hand-written backward pass, so autograd records one node
 instead of about a hundred. On iflow's sizes (batch 512, 3 transformed features,
 8 bins) forward + backward of the spline alone is about 2x faster than
-nflows'; the whole training step of the default flow about 1.35x
-(benchmarks/throughput.md). First-order gradients only: the backward pass is
-not itself differentiable (nothing in iflow needs second derivatives).
+nflows'; the whole training step of the default flow was 1.35x faster when
+it replaced nflows' coupling (benchmarks/throughput.md now compares the whole
+flow with a plain autograd flow of the same architecture). First-order
+gradients only: the backward pass is not itself differentiable (nothing in
+iflow needs second derivatives).
 
 :class:`RationalQuadraticCoupling` is nflows' ``PiecewiseRationalQuadraticCouplingTransform``
 (same conditioner layout, so ``iflow.flows.build.spline_identity_bias`` still makes it
