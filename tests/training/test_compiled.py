@@ -1,5 +1,5 @@
 """``TrainConfig.compile``: the training steps go through torch.compile of the loss, with the
-eager run's result; the command line's ``--compile`` reaches the config."""
+eager run's result; ``--compile`` of ``iflow train`` and ``iflow demo`` reaches the config."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import torch
 
+import iflow.workflow
 from iflow.cli import build_parser, configs_from
 from iflow.config import TrainConfig
 from iflow.training import compiled
@@ -41,3 +42,22 @@ def test_compile_flag_reaches_the_train_config() -> None:
     for argv, expected in ((["train", "--data", "d.npz", "--out", "r"], False),
                            (["train", "--data", "d.npz", "--out", "r", "--compile"], True)):  # fmt: skip
         assert configs_from(parser.parse_args(argv))[1].compile is expected
+
+
+def test_demo_compile_flag_reaches_the_train_config(tmp_path, monkeypatch) -> None:
+    class Captured(Exception):
+        pass
+
+    def capture(data, directory, model_config, train_config):
+        raise Captured(train_config)
+
+    monkeypatch.setattr(iflow.workflow, "train_and_save", capture)
+    for argv, expected in ((["demo", "--out", str(tmp_path / "a")], False),
+                           (["demo", "--out", str(tmp_path / "b"), "--compile"], True)):  # fmt: skip
+        args = build_parser().parse_args(argv)
+        try:
+            args.handler(args)
+        except Captured as captured:
+            assert captured.args[0].compile is expected
+        else:
+            raise AssertionError("the demo did not train")
