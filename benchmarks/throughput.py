@@ -9,8 +9,8 @@ gradient clipping, fused Adam), the log-likelihood (no gradient) and sampling. R
 as ratios (reference time / iflow time: above 1 iflow is faster), since the machine is
 shared; the achieved FLOP/s of the training step (6 x weights of the linear layers x
 batch) as a fraction of a 1024^3 fp32 matmul timed in the same rounds; peak memory of a
-training step in a subprocess per model and cell (``ru_maxrss`` after 3 steps minus
-before them, the models built without gradients); and the wall time to MCC 0.95 of
+training step in a subprocess per model and cell (peak resident memory, ``VmHWM``,
+after 3 steps minus before them, the models built without gradients); and the wall time to MCC 0.95 of
 ``iflow demo``'s training (its data and default model, per-epoch work included, from
 the history's ``seconds`` and ``mcc``). Writes ``benchmarks/throughput.md``.
 
@@ -134,17 +134,23 @@ def time_grid(cells: list[tuple[str, int, int]], rounds: int) -> tuple[dict, lis
     return medians, peaks
 
 
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (``VmHWM``, KiB); ``ru_maxrss`` would carry a parent's peak over exec."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
+
+
 def memory_of(flow: str, dim: int, batch: int, model: str) -> float:
     """MB of peak resident memory that 3 training steps add (after the models are built), in a fresh process."""
     code = (
-        "import resource, sys, torch; sys.path.insert(0, %r); import throughput as t; torch.set_num_threads(1)\n"
+        "import sys, torch; sys.path.insert(0, %r); import throughput as t; torch.set_num_threads(1)\n"
         "ours, ref = t.build_pair(%r, %d, %d); x, u = t.batch_of(%d, %d); fn = t.tasks(%s, x, u, %s)['train']\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "before = t.peak_rss_kib()\n"
         "[fn() for _ in range(3)]\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+        "print(t.peak_rss_kib() - before)\n"
     ) % (str(Path(__file__).parent), flow, dim, batch, dim, batch, "ref" if model == "reference" else "ours", model == "reference")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return int(out.stdout.split()[-1]) / 1024  # ru_maxrss is in KiB on Linux
+    return int(out.stdout.split()[-1]) / 1024
 
 
 def report(medians: dict, peaks: list[float], memory: dict, mcc: dict | None, args: argparse.Namespace) -> str:
@@ -160,7 +166,7 @@ def report(medians: dict, peaks: list[float], memory: dict, mcc: dict | None, ar
         " above 1 iflow is faster. FLOP/s: 6 x linear-layer weights x batch per training step, as a fraction"
         f" of a {PEAK_SIZE}^3 fp32 matmul in the same rounds (median {peak:.1f} GFLOP/s, rounds"
         f" {', '.join(f'{p:.1f}' for p in peaks)}). Memory: peak RSS added by 3 training steps, one fresh process"
-        " per model and cell (`ru_maxrss` after the steps minus before them: activations, gradients, Adam's state).",
+        " per model and cell (`VmHWM` after the steps minus before them: activations, gradients, Adam's state).",
         "",
         "| flow | dim | batch | parameters | iflow train ms | train ratio | log-prob ratio | sample ratio |"
         " iflow GFLOP/s (of peak) | memory MB iflow / ref |",
