@@ -1,159 +1,211 @@
-"""Training and sampling throughput (samples/s) of iflow's flows beside a minimal pure-torch RealNVP.
+"""Throughput of iflow's flows beside hand-written pure-torch flows of the same architectures.
 
-All models run side by side in one process, interleaved over several rounds,
-and are reported as ratios to the reference, since the machine is shared. The
-spline flow also runs with nflows' own RQ coupling in place of iflow's
-(iflow/splines.py; same parameters, same function), to measure what that buys.
+Each flow (spline, realnvp, glow) runs beside its reference in ``benchmarks/reference_flows.py``:
+the same layers, masks, conditioner, spline and prior, holding the same weights (the
+parameter counts are asserted equal, and the two log-likelihoods on the batch too).
+Both are timed interleaved over several rounds in one process, per cell of a grid of
+dimensions and batch sizes: a training step (iflow's ``train_step``: loss, backward,
+gradient clipping, fused Adam), the log-likelihood (no gradient) and sampling. Reported
+as ratios (reference time / iflow time: above 1 iflow is faster), since the machine is
+shared; the achieved FLOP/s of the training step (6 x weights of the linear layers x
+batch) as a fraction of a 1024^3 fp32 matmul timed in the same rounds; peak memory of a
+training step in a subprocess per model and cell (peak resident memory, ``VmHWM``,
+after 3 steps minus before them, the models built without gradients); and the wall time to MCC 0.95 of
+``iflow demo``'s training (its data and default model, per-epoch work included, from
+the history's ``seconds`` and ``mcc``). Writes ``benchmarks/throughput.md``.
 
-    python benchmarks/throughput.py [--dim 5] [--batch 512 256] [--rounds 5] [--threads 1]
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/throughput.py [--quick] [--rounds 3] [--threads 1]
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import platform
+import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
-from nflows.transforms import CompositeTransform, PiecewiseRationalQuadraticCouplingTransform
 from torch import Tensor, nn
 
-from iflow.flows.build import FLOWS, build_flow, options_for
-from iflow.flows.splines import RationalQuadraticCoupling
-from iflow.models.identifiable_flow import IdentifiableFlow
-from iflow.models.sampling import sample
-from iflow.priors import ConditionalExpFamilyPrior
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import reference_flows  # noqa: E402
+from demo_run import TARGET_MCC, demo_training  # noqa: E402
 
-NFLOWS_SPLINE = "iflow spline, nflows' RQ coupling"
+from iflow.flows.build import build_flow  # noqa: E402
+from iflow.models.identifiable_flow import IdentifiableFlow  # noqa: E402
+from iflow.models.sampling import sample  # noqa: E402
+from iflow.priors import ConditionalExpFamilyPrior  # noqa: E402
+from iflow.training.trainer import train_step  # noqa: E402
 
-
-class ReferenceCoupling(nn.Module):
-    """Hand-written affine coupling: the half selected by ``mask`` conditions the other."""
-
-    def __init__(self, dim: int, hidden: int, mask: Tensor):
-        super().__init__()
-        self.register_buffer("mask", mask.float())
-        inner = [m for _ in range(4) for m in (nn.Linear(hidden, hidden), nn.ReLU())]  # as 2 residual blocks
-        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), *inner, nn.Linear(hidden, 2 * dim))
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        log_s, t = (self.net(x * self.mask) * (1 - self.mask).repeat(2)).chunk(2, dim=-1)
-        log_s = 3 * torch.tanh(log_s / 3)
-        return x * log_s.exp() + t, log_s.sum(-1)
-
-    def inverse(self, y: Tensor) -> Tensor:
-        log_s, t = (self.net(y * self.mask) * (1 - self.mask).repeat(2)).chunk(2, dim=-1)
-        log_s = 3 * torch.tanh(log_s / 3)
-        return (y - t) * (-log_s).exp()
+OUT = Path(__file__).with_suffix(".md")
+LABELS = 40
+FLOWS = ("spline", "realnvp", "glow")
+MIN_SECONDS = 0.15  # each measurement runs calls until this much time has passed
+PEAK_SIZE = 1024
 
 
-class ReferenceRealNVP(nn.Module):
-    """Minimal pure-torch RealNVP with a conditional Gaussian prior table (same job as iflow's)."""
+def build_pair(flow: str, dim: int, batch: int = 512) -> tuple[nn.Module, nn.Module]:
+    """iflow's model (default options, actnorm initialised on a batch) and the reference with its weights."""
+    torch.manual_seed(0)
+    ours = IdentifiableFlow(build_flow(flow, dim), ConditionalExpFamilyPrior(dim, "gauss", n_labels=LABELS))
+    reference = reference_flows.REFERENCES[flow](dim, LABELS)
+    x, u = batch_of(dim, batch)
+    with torch.no_grad():
+        ours(x, u), reference(x, u)  # data-dependent starts (actnorm) in both, then the same weights
+        reference_flows.copy_parameters(ours, reference)
+        torch.testing.assert_close(reference(x, u), ours(x, u), rtol=1e-4, atol=1e-4)  # the same function
+    n_ours, n_ref = (sum(p.numel() for p in m.parameters()) for m in (ours, reference))
+    assert n_ours == n_ref, f"{flow}: {n_ours} parameters against the reference's {n_ref}"
+    return ours, reference
 
-    def __init__(self, dim: int, depth: int, hidden: int, n_labels: int):
-        super().__init__()
-        self.layers = nn.ModuleList(ReferenceCoupling(dim, hidden, (torch.arange(dim) + i) % 2) for i in range(depth))
-        self.prior = ConditionalExpFamilyPrior(dim, "gauss", n_labels=n_labels)
 
-    def loss(self, x: Tensor, u: Tensor) -> Tensor:
-        logdet = x.new_zeros(x.shape[0])
-        for layer in self.layers:
-            x, ld = layer(x)
-            logdet = logdet + ld
-        return -(self.prior.log_prob(x, u) + logdet).mean()
+def batch_of(dim: int, batch: int) -> tuple[Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return torch.randn(batch, dim, generator=gen), torch.randint(0, LABELS, (batch,), generator=gen)
+
+
+def linear_weights(model: nn.Module) -> int:
+    """Weights of the linear layers (the matmuls): 2 FLOP per weight and row forward, 4 backward."""
+    return sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+
+
+def per_call(fn: Callable[[], object]) -> float:
+    """Seconds per call of ``fn``, over calls filling ``MIN_SECONDS`` (after one warm-up call)."""
+    fn()
+    calls, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < MIN_SECONDS or calls < 2:
+        fn()
+        calls += 1
+    return elapsed / calls
+
+
+def tasks(model: nn.Module, x: Tensor, u: Tensor, reference: bool) -> dict[str, Callable[[], object]]:
+    """The three timed jobs on one model: a training step, log-likelihood, sampling."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-6, foreach=True)
+
+    def step() -> None:
+        model.train()
+        train_step(model, optimizer, x, u, 10.0)
 
     @torch.no_grad()
-    def sample(self, n: int, u: Tensor) -> Tensor:  # IdentifiableFlow.sample's signature; n == len(u) here
-        z = self.prior.sample(u)
-        for layer in reversed(self.layers):
-            z = layer.inverse(z)
-        return z
+    def log_prob() -> None:
+        model.eval()
+        model.log_prob(x, u)
+
+    def draw() -> None:
+        model.eval()
+        model.sample(len(u), u) if reference else sample(model, len(u), u)
+
+    return {"train": step, "log_prob": log_prob, "sample": draw}
 
 
-def with_nflows_coupling(flow: CompositeTransform) -> CompositeTransform:
-    """The same flow (a copy, same parameters) with nflows' RQ coupling in place of iflow's."""
-    layers = []
-    for layer in flow._transforms:
-        if isinstance(layer, RationalQuadraticCoupling):
-            net = copy.deepcopy(layer.transform_net)
-            mask = torch.zeros(layer.features, dtype=torch.long).index_fill(0, layer.transform_features, 1)
-            layer = PiecewiseRationalQuadraticCouplingTransform(
-                mask, lambda *_, net=net: net, num_bins=layer.num_bins, tails="linear", tail_bound=layer.tail_bound
-            )
-        else:
-            layer = copy.deepcopy(layer)
-        layers.append(layer)
-    return CompositeTransform(layers)
+def matmul_seconds() -> float:
+    a, b = torch.randn(PEAK_SIZE, PEAK_SIZE), torch.randn(PEAK_SIZE, PEAK_SIZE)
+    return per_call(lambda: a @ b)
 
 
-def train_rate(model: nn.Module, x: Tensor, u: Tensor, steps: int) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    start = time.perf_counter()
-    for _ in range(steps):
-        loss = model.loss(x, u)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return steps * x.shape[0] / (time.perf_counter() - start)
+def time_grid(cells: list[tuple[str, int, int]], rounds: int) -> tuple[dict, list[float]]:
+    """Median seconds per job, model and cell, interleaved over ``rounds``; the matmul GFLOP/s of each round."""
+    jobs = {}
+    for flow, dim, batch in cells:
+        ours, reference = build_pair(flow, dim, batch)
+        x, u = batch_of(dim, batch)
+        jobs[flow, dim, batch] = {"iflow": tasks(ours, x, u, False), "reference": tasks(reference, x, u, True),
+                                  "weights": linear_weights(ours), "parameters": sum(p.numel() for p in ours.parameters())}  # fmt: skip
+    times: dict = {key: {m: {j: [] for j in ("train", "log_prob", "sample")} for m in ("iflow", "reference")}
+                   for key in jobs}  # fmt: skip
+    peaks = []
+    for r in range(rounds):
+        peaks.append(2 * PEAK_SIZE**3 / matmul_seconds() / 1e9)
+        for key, job in jobs.items():
+            order = ("iflow", "reference") if r % 2 == 0 else ("reference", "iflow")
+            for model in order:
+                for name, fn in job[model].items():
+                    times[key][model][name].append(per_call(fn))
+        print(f"round {r + 1}/{rounds} done (matmul {peaks[-1]:.1f} GFLOP/s)", file=sys.stderr)
+    medians = {key: {m: {j: statistics.median(v) for j, v in jobs_.items()} for m, jobs_ in t.items()}
+               for key, t in times.items()}  # fmt: skip
+    for key in medians:
+        medians[key].update(weights=jobs[key]["weights"], parameters=jobs[key]["parameters"])
+    return medians, peaks
 
 
-@torch.no_grad()
-def sample_rate(model: nn.Module, u: Tensor, steps: int) -> float:
-    start = time.perf_counter()
-    for _ in range(steps):
-        sample(model, u.shape[0], u)
-    return steps * u.shape[0] / (time.perf_counter() - start)
+def peak_rss_kib() -> int:
+    """This process's peak resident memory (``VmHWM``, KiB); ``ru_maxrss`` would carry a parent's peak over exec."""
+    status = Path("/proc/self/status").read_text()
+    return int(next(line for line in status.splitlines() if line.startswith("VmHWM:")).split()[1])
 
 
-def measure(args: argparse.Namespace, batch: int) -> None:
-    torch.manual_seed(0)
-    x = torch.randn(batch, args.dim)
-    u = torch.randint(0, 40, (batch,))
-    models: dict[str, nn.Module] = {"reference (pure torch RealNVP)": ReferenceRealNVP(args.dim, args.depth, args.hidden, 40)}
-    for name in FLOWS:
-        flow = build_flow(name, args.dim, **options_for(name, {"depth": args.depth, "hidden": args.hidden}))
-        models[f"iflow {name}"] = IdentifiableFlow(flow, ConditionalExpFamilyPrior(args.dim, "gauss", n_labels=40))
-    spline = models["iflow spline"]
-    models[NFLOWS_SPLINE] = IdentifiableFlow(with_nflows_coupling(spline.flow), copy.deepcopy(spline.prior))
-    torch.testing.assert_close(models[NFLOWS_SPLINE].loss(x, u), spline.loss(x, u))  # the same model
-    rates: dict[str, dict[str, list[float]]] = {name: {"train": [], "sample": []} for name in models}
-    for _ in range(args.rounds):  # interleaved, so load changes hit every model alike
-        for name, model in models.items():
-            rates[name]["train"].append(train_rate(model, x, u, args.steps))
-            rates[name]["sample"].append(sample_rate(model.eval(), u, args.steps))
-            model.train()
-    median = {n: {k: sorted(v)[len(v) // 2] for k, v in r.items()} for n, r in rates.items()}
-    ref = median["reference (pure torch RealNVP)"]
-    print(f"dim {args.dim}, batch {batch}, depth {args.depth}, hidden {args.hidden}, {args.threads} thread(s); medians of {args.rounds} rounds")
-    print()
-    print("| model | parameters | train samples/s | ratio to reference | sample samples/s | ratio to reference |")
-    print("|---|---:|---:|---:|---:|---:|")
-    for name, model in models.items():
-        params = sum(p.numel() for p in model.parameters())
-        m = median[name]
-        print(f"| {name} | {params} | {m['train']:.0f} | {m['train'] / ref['train']:.2f} | {m['sample']:.0f} | {m['sample'] / ref['sample']:.2f} |")
-    ours, theirs = rates["iflow spline"], rates[NFLOWS_SPLINE]
-    # per round, ours over nflows' (the two ran seconds apart), then the median over rounds
-    speedup = {k: sorted(a / b for a, b in zip(ours[k], theirs[k], strict=False))[args.rounds // 2] for k in ("train", "sample")}
-    print()
-    print(f"iflow's RQ coupling over nflows' (same flow, same parameters), median of per-round ratios: "
-          f"training step {speedup['train']:.2f}x, sampling {speedup['sample']:.2f}x")  # fmt: skip
-    print()
+def memory_of(flow: str, dim: int, batch: int, model: str) -> float:
+    """MB of peak resident memory that 3 training steps add (after the models are built), in a fresh process."""
+    code = (
+        "import sys, torch; sys.path.insert(0, %r); import throughput as t; torch.set_num_threads(1)\n"
+        "ours, ref = t.build_pair(%r, %d, %d); x, u = t.batch_of(%d, %d); fn = t.tasks(%s, x, u, %s)['train']\n"
+        "before = t.peak_rss_kib()\n"
+        "[fn() for _ in range(3)]\n"
+        "print(t.peak_rss_kib() - before)\n"
+    ) % (str(Path(__file__).parent), flow, dim, batch, dim, batch, "ref" if model == "reference" else "ours", model == "reference")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return int(out.stdout.split()[-1]) / 1024
+
+
+def report(medians: dict, peaks: list[float], memory: dict, mcc: dict | None, args: argparse.Namespace) -> str:
+    peak = statistics.median(peaks)
+    lines = [
+        "# Flow throughput beside hand-written pure-torch flows of the same architectures",
+        "",
+        f"Generated by `OMP_NUM_THREADS=1 nice -n 10 python benchmarks/throughput.py{' --quick' if args.quick else ''}"
+        f" --rounds {args.rounds}` ({args.threads} thread(s), torch {torch.__version__}, {platform.machine()};"
+        " a 2-core machine shared with other jobs: compare ratios, not absolute times).",
+        "References: `benchmarks/reference_flows.py` (same layers, conditioner, spline, prior and parameter count,"
+        " holding iflow's weights). Ratios are reference time / iflow time, medians of interleaved rounds:"
+        " above 1 iflow is faster. FLOP/s: 6 x linear-layer weights x batch per training step, as a fraction"
+        f" of a {PEAK_SIZE}^3 fp32 matmul in the same rounds (median {peak:.1f} GFLOP/s, rounds"
+        f" {', '.join(f'{p:.1f}' for p in peaks)}). Memory: peak RSS added by 3 training steps, one fresh process"
+        " per model and cell (`VmHWM` after the steps minus before them: activations, gradients, Adam's state).",
+        "",
+        "| flow | dim | batch | parameters | iflow train ms | train ratio | log-prob ratio | sample ratio |"
+        " iflow GFLOP/s (of peak) | memory MB iflow / ref |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for (flow, dim, batch), m in medians.items():
+        ours, ref = m["iflow"], m["reference"]
+        gflops = 6 * m["weights"] * batch / ours["train"] / 1e9
+        mem = memory.get((flow, dim, batch))
+        mem_text = f"{mem['iflow']:.0f} / {mem['reference']:.0f}" if mem else "-"
+        lines.append(
+            f"| {flow} | {dim} | {batch} | {m['parameters']} | {1e3 * ours['train']:.2f} | {ref['train'] / ours['train']:.2f} |"
+            f" {ref['log_prob'] / ours['log_prob']:.2f} | {ref['sample'] / ours['sample']:.2f} |"
+            f" {gflops:.1f} ({gflops / peak:.0%}) | {mem_text} |"
+        )
+    if mcc is not None:
+        reached = "not reached" if mcc["to_target"] is None else f"{mcc['to_target']:.1f} s (epoch {mcc['target_epoch']})"
+        lines += ["", f"Time to MCC {TARGET_MCC} (`iflow demo`'s data and model, trained as `iflow demo` does, per-epoch"
+                  f" work included): {reached}; training stopped after {mcc['epochs']} epochs,"
+                  f" {mcc['s']:.1f} s, final MCC {mcc['mcc']:.3f}."]  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dim", type=int, default=5)
-    parser.add_argument("--batch", type=int, nargs="+", default=[512, 256])
-    parser.add_argument("--depth", type=int, default=6)
-    parser.add_argument("--hidden", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="dim 5 and 20, batch 512, no MCC run (about a minute)")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--flows", nargs="+", default=list(FLOWS), choices=FLOWS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for batch in args.batch:
-        measure(args, batch)
+    dims, batches = ((5, 20), (512,)) if args.quick else ((5, 20, 100), (64, 512, 4096))
+    cells = [(flow, dim, batch) for flow in args.flows for dim in dims for batch in batches]
+    medians, peaks = time_grid(cells, args.rounds)
+    memory = {cell: {m: memory_of(*cell, m) for m in ("iflow", "reference")} for cell in cells if cell[2] >= 512}
+    mcc = None if args.quick else demo_training()
+    text = report(medians, peaks, memory, mcc, args)
+    OUT.write_text(text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -160,7 +160,8 @@ MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_boun
                  "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica",
                  "posterior", "posterior_depth", "objective_weights")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
-                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit", "precision")  # fmt: skip
+                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit", "precision",
+                 "compile")  # fmt: skip
 PER_TASK = "default: per task, see README"
 
 
@@ -254,6 +255,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--jobs", type=positive_int, default=None,
         help="restarts trained at once, one process each (default: K, at most the number of CPUs)",
     )  # fmt: skip
+    p.add_argument("--compile", action="store_true", default=d.compile,
+                   help="torch.compile the training loss: tens of seconds to compile on a model's first run, "
+                   "cached for the next (see README, Performance)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -335,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("iflow-demo"), help="output directory (default iflow-demo)")
     demo.add_argument("--seed", type=seed, default=1, help="data seed (default 1)")
     demo.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    demo.add_argument("--compile", action="store_true", help="torch.compile the training loss (as iflow train --compile)")
     add_runtime_options(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
@@ -632,7 +637,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
     data = make_dataset(synthetic.x, synthetic.u, synthetic.s, synthetic.log_likelihood, name=f"synthetic seed {args.seed}")
     print(f"data: {len(data)} samples, 5 sources, 40 segments, 3 xtanh mixing layers (seed {args.seed})")
     print(f"baseline: MCC of x itself against the sources = {mcc(data.x, data.s).mcc:.3f}")
-    train_config = TrainConfig(device=args.device, threads=args.threads)
+    train_config = TrainConfig(device=args.device, threads=args.threads, compile=args.compile)
     outcome = train_and_save(data, args.out / "run", ModelConfig(), train_config)
     print(f"identifiable flow: {format_metrics(outcome.metrics)} ({outcome.seconds:.0f} s)")
     print(f"figures: {args.out / 'run' / 'figures'}")

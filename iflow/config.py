@@ -78,6 +78,7 @@ class TrainConfig:
     device: str = "cpu"
     threads: int = 1
     precision: str = "fp32"  # of the training steps: fp32, tf32 (CUDA matmuls) or bf16 (conditioner networks)
+    compile: bool = False  # torch.compile the training loss (iflow/training/compiled.py)
 
     def validate(self) -> None:
         """:class:`UserError` for values out of range or options that contradict each other."""

@@ -14,9 +14,11 @@ bin's knots and one its slopes, and the forward direction (the one training
 differentiates) has a hand-written backward pass, so autograd records one node
 instead of about a hundred. On iflow's sizes (batch 512, 3 transformed features,
 8 bins) forward + backward of the spline alone is about 2x faster than
-nflows'; the whole training step of the default flow about 1.35x
-(benchmarks/throughput.md). First-order gradients only: the backward pass is
-not itself differentiable (nothing in iflow needs second derivatives).
+nflows'; the whole training step of the default flow was 1.35x faster when
+it replaced nflows' coupling (benchmarks/throughput.md now compares the whole
+flow with a plain autograd flow of the same architecture). First-order
+gradients only: the backward pass is not itself differentiable (nothing in
+iflow needs second derivatives).
 
 :class:`RationalQuadraticCoupling` is nflows' ``PiecewiseRationalQuadraticCouplingTransform``
 (same conditioner layout, so ``iflow.flows.build.spline_identity_bias`` still makes it
@@ -40,6 +42,8 @@ from nflows.transforms.splines.rational_quadratic import (
 from torch import Tensor, nn
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from .coupling import couple, takes_fast_path
+
 
 class _Constants(NamedTuple):
     bins: int
@@ -48,6 +52,16 @@ class _Constants(NamedTuple):
     min_bin_width: float
     min_bin_height: float
     min_derivative: float
+
+
+def _short_softmax(logits: Tensor) -> Tensor:
+    """Softmax over a short last axis (the K bins): ``(..., K) -> (..., K)``.
+
+    torch's CPU softmax kernel vectorises along the reduced axis, so on K = 8 it
+    is about 6x slower than this exp and sum (the same values within rounding).
+    """
+    exp = (logits - logits.amax(-1, keepdim=True)).exp_()
+    return exp.div_(exp.sum(-1, keepdim=True))
 
 
 def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
@@ -65,7 +79,7 @@ def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> 
         floor: float | Tensor = c.min_bin_width
     else:
         floor = params.new_tensor([[c.min_bin_width], [c.min_bin_height]])
-    probs = torch.softmax(params[:, : 2 * bins].reshape(n, 2, bins) / c.scale, dim=-1)
+    probs = _short_softmax(params[:, : 2 * bins].reshape(n, 2, bins) / c.scale)
     sizes = floor + (1 - floor * bins) * probs
     inner = 2 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound  # knots 1 .. K-1, as nflows computes them
     # bin k is [knot_k, knot_{k+1}): nflows' convention, the last bin closed on the right
@@ -285,9 +299,8 @@ class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
 
     Same constructor, parameter layout, conditioner-output scaling (widths and
     heights divided by sqrt(hidden features)) and state dict as nflows; ``tails``
-    is always ``"linear"``. On ``x: (batch, dim)`` the split and merge are an
-    ``index_select`` and an ``index_copy`` instead of nflows' advanced indexing
-    and index-put; other inputs take nflows' path.
+    is always ``"linear"``. On ``x: (batch, dim)`` the split and merge are
+    :func:`~iflow.flows.coupling.couple`'s; other inputs take nflows' path.
     """
 
     def __init__(
@@ -302,14 +315,15 @@ class RationalQuadraticCoupling(PiecewiseRationalQuadraticCouplingTransform):
         self.logit_scale = math.sqrt(hidden)
 
     def _coupling(self, inputs: Tensor, context: Tensor | None, inverse: bool) -> tuple[Tensor, Tensor]:
-        if inputs.dim() != 2 or self.unconditional_transform is not None:
+        if not takes_fast_path(self, inputs):
             return super().inverse(inputs, context) if inverse else super().forward(inputs, context)
-        if inputs.shape[1] != self.features:
-            raise ValueError(f"Expected features = {self.features}, got {inputs.shape[1]}.")
-        params = self.transform_net(inputs.index_select(1, self.identity_features), context)
-        params = params.reshape(inputs.shape[0], self.num_transform_features, -1)  # as nflows lays them out
-        outputs, logabsdet = self._piecewise_cdf(inputs.index_select(1, self.transform_features), params, inverse)
-        return inputs.index_copy(1, self.transform_features, outputs), logabsdet.sum(1)
+
+        def spline(x: Tensor, params: Tensor) -> tuple[Tensor, Tensor]:
+            params = params.reshape(x.shape[0], self.num_transform_features, -1)  # as nflows lays them out
+            outputs, logabsdet = self._piecewise_cdf(x, params, inverse)
+            return outputs, logabsdet.sum(1)
+
+        return couple(self, inputs, context, spline)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self._coupling(inputs, context, inverse=False)

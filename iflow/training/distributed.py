@@ -219,13 +219,13 @@ class LossModule(nn.Module):
         return self.model.loss(x, u)
 
 
-def loss_module(model: Model) -> nn.Module:
-    """The model's loss as a module: wrapped in :class:`DistributedDataParallel` under torchrun
-    (rank 0's weights broadcast to every rank), plain otherwise."""
-    module = LossModule(model)
+def loss_module(module: nn.Module) -> nn.Module:
+    """The step's loss ``module`` (a :class:`LossModule`, perhaps compiled): wrapped in
+    :class:`DistributedDataParallel` under torchrun (rank 0's weights broadcast to every rank),
+    as it is otherwise."""
     if not active():
         return module
-    device = next(model.parameters()).device
+    device = next(module.parameters()).device
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
 
 

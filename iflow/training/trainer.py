@@ -39,6 +39,7 @@ from ..protocols import Model
 from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
 from . import distributed
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
+from .compiled import training_loss
 from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
 from .precision import training_precision
 from .progress import ProgressReport
@@ -370,9 +371,10 @@ def start_trainer(
     tensors = training_tensors(data, split, config.seed, device)
     if config.prior_fit in ("init", "epoch"):
         warm_start(model, tensors.x_fit, tensors.u_train)
-    loss_module = distributed.loss_module(model)
-    # foreach: one fused update over all parameters, not a Python loop (1.12x per step on the CPU, same values)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    loss_module = distributed.loss_module(training_loss(model, config))  # compiled when asked, DDP under torchrun
+    # fused: one kernel over all parameters, about 3.5x faster than foreach's list ops on the CPU (about 8% of the
+    # default step), the same update to rounding (float64: 3e-13 apart after 50 steps)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
     schedule = make_schedule(optimizer, config, len(tensors.train_idx) // config.batch_size)
     generator = torch.Generator(device=device).manual_seed(config.seed)  # data order and dequantisation noise
     progress = Progress(best_state=copy.deepcopy(model.state_dict()))

@@ -21,7 +21,7 @@ from iflow.models.build import MODELS, build_model
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.training import trainer as trainer_module
 from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite
-from iflow.training.distributed import loss_module
+from iflow.training.distributed import LossModule
 from iflow.training.trainer import Trainer, TrainingInterrupted, fit
 from tests import helpers
 
@@ -192,7 +192,7 @@ def test_a_step_from_non_finite_parameters_is_flagged_and_raises_nothing(name) -
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), foreach=True)
     x, u = torch.randn(32, DIM), torch.arange(32) % 4
-    loss, finite = trainer_module.train_step(model, loss_module(model), optimizer, x, u, clip=10.0)
+    loss, finite = trainer_module.train_step(model, LossModule(model), optimizer, x, u, clip=10.0)
     assert not finite and loss.shape == ()
 
 
