@@ -57,13 +57,13 @@ trainer = start_trainer(model, plan.train_data, config, plan.split, None)  # thi
 x, u = trainer.tensors.x_train[:512], trainer.tensors.u_train[:512]
 model.train()
 start = time.perf_counter()
-train_step(model, trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
+train_step(trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
 first = time.perf_counter() - start
 for _ in range(20):
-    train_step(model, trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
+    train_step(trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
 start = time.perf_counter()
 for _ in range(150):
-    train_step(model, trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
+    train_step(trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
 print(json.dumps({"ms": (time.perf_counter() - start) / 150 * 1e3, "first_s": first}))
 """
 
@@ -89,8 +89,8 @@ def step_of(package: str, compiled: bool) -> Callable[[], object]:
     trainer = trainer_module.start_trainer(model, plan.train_data, config, plan.split, None)  # its own optimizer
     x, u = trainer.tensors.x_train[:512], trainer.tensors.u_train[:512]
     model.train()
-    if "loss_module" in inspect.signature(trainer_module.train_step).parameters:  # trees since data-parallel training
-        return lambda: trainer_module.train_step(model, trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
+    if "model" not in inspect.signature(trainer_module.train_step).parameters:  # trees since data-parallel training
+        return lambda: trainer_module.train_step(trainer.loss_module, trainer.optimizer, x, u, config.clip_grad)
     return lambda: trainer_module.train_step(model, trainer.optimizer, x, u, config.clip_grad)  # older trees
 
 

@@ -39,6 +39,7 @@ from iflow.flows.build import build_flow  # noqa: E402
 from iflow.models.identifiable_flow import IdentifiableFlow  # noqa: E402
 from iflow.models.sampling import sample  # noqa: E402
 from iflow.priors import ConditionalExpFamilyPrior  # noqa: E402
+from iflow.training.distributed import LossModule  # noqa: E402
 from iflow.training.trainer import train_step  # noqa: E402
 
 OUT = Path(__file__).with_suffix(".md")
@@ -86,10 +87,11 @@ def per_call(fn: Callable[[], object]) -> float:
 def tasks(model: nn.Module, x: Tensor, u: Tensor, reference: bool) -> dict[str, Callable[[], object]]:
     """The three timed jobs on one model: a training step, log-likelihood, sampling."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6, foreach=True)
+    loss_module = LossModule(model)
 
     def step() -> None:
         model.train()
-        train_step(model, optimizer, x, u, 10.0)
+        train_step(loss_module, optimizer, x, u, 10.0)
 
     @torch.no_grad()
     def log_prob() -> None:

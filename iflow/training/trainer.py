@@ -147,7 +147,7 @@ def mean_log_likelihood(model: Model, x: Tensor, u: Tensor) -> float:
 
 
 def train_step(
-    model: Model, loss_module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float
+    loss_module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float
 ) -> tuple[Tensor, Tensor]:
     """One optimizer step with no host read: the loss ``()`` and whether it and the gradient norm
     are finite ``()`` bool, both on the device.
@@ -162,7 +162,7 @@ def train_step(
     loss = loss_module(x, u)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    norm = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+    norm = nn.utils.clip_grad_norm_(loss_module.parameters(), clip, foreach=True)  # the model's, wrapped or not
     loss = loss.detach()
     optimizer.step()
     return loss, torch.isfinite(loss) & torch.isfinite(norm)
@@ -293,7 +293,7 @@ class Trainer:
             batch = order[p.step * config.batch_size : (p.step + 1) * config.batch_size]
             x_batch = dequantize(t.x_train[batch], width, self.generator) if discrete else t.x_train[batch]
             x_rows, u_rows = distributed.own_rows(x_batch), distributed.own_rows(t.u_train[batch])
-            tally.add(*train_step(self.model, self.loss_module, self.optimizer, x_rows, u_rows, config.clip_grad))
+            tally.add(*train_step(self.loss_module, self.optimizer, x_rows, u_rows, config.clip_grad))
             self.schedule.step()
             p.step += 1
             due, stopping = distributed.agree_on_checkpoint(self.checkpoint_due(stops), stops)

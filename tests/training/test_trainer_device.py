@@ -115,12 +115,11 @@ def test_the_host_read_detector_sees_a_read_in_the_loss(monkeypatch) -> None:
 def host_read_step(losses: list[float]) -> Callable:
     """The step as it was: loss and gradient norm read back every step, no update when not finite."""
 
-    def step(model: nn.Module, loss_module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor,
-             clip: float):  # fmt: skip
+    def step(loss_module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float):
         loss = loss_module(x, u)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        norm = nn.utils.clip_grad_norm_(model.parameters(), clip, foreach=True)
+        norm = nn.utils.clip_grad_norm_(loss_module.parameters(), clip, foreach=True)
         value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
         finite = math.isfinite(value) and math.isfinite(norm_value)
         if finite:
@@ -192,7 +191,7 @@ def test_a_step_from_non_finite_parameters_is_flagged_and_raises_nothing(name) -
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), foreach=True)
     x, u = torch.randn(32, DIM), torch.arange(32) % 4
-    loss, finite = trainer_module.train_step(model, LossModule(model), optimizer, x, u, clip=10.0)
+    loss, finite = trainer_module.train_step(LossModule(model), optimizer, x, u, clip=10.0)
     assert not finite and loss.shape == ()
 
 
