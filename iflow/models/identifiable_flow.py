@@ -14,7 +14,7 @@ import torch
 from nflows.transforms import Transform
 from torch import Tensor, nn
 
-from ..flows.build import LULinear, last_step
+from ..flows.build import LULinear, inverse_map, last_step
 from ..protocols import ConditionalPrior
 from ..runtime import batched
 
@@ -50,7 +50,7 @@ class IdentifiableFlow(nn.Module):
 
     def decode(self, z: Tensor) -> Tensor:
         """x = g^{-1}(z): ``(batch, dim)``."""
-        return self.flow.inverse(z)[0]
+        return inverse_map(self.flow, z)
 
     @torch.no_grad()
     def fit_prior(self, x: Tensor, u: Tensor, z: Tensor | None = None) -> None:

@@ -3,23 +3,34 @@ full precision in eval mode and when unset."""
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from iflow.flows.autocast import conditioner_networks, set_autocast
 from iflow.flows.build import FLOWS, build_flow, options_for
 from iflow.flows.multiscale import ConvNet
 
 
+class MatmulDtypes(TorchDispatchMode):
+    """Records the dtypes the matrix products and convolutions under it produced."""
+
+    OPS = ("aten.addmm", "aten.mm", "aten.convolution")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[torch.dtype] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        out = func(*args, **(kwargs or {}))
+        if str(func).startswith(self.OPS):
+            self.seen.add(out.dtype)
+        return out
+
+
 def inner_dtypes(network: torch.nn.Module, *inputs: torch.Tensor) -> tuple[set[torch.dtype], torch.dtype]:
     """The dtypes the network's linear and conv layers produced, and the dtype of its output."""
-    seen: set[torch.dtype] = set()
-    layers = [m for m in network.modules() if isinstance(m, torch.nn.Linear | torch.nn.Conv2d)]
-    handles = [m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype)) for m in layers]
-    try:
+    with MatmulDtypes() as recorded:
         output = network(*inputs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return seen, output.dtype
+    return recorded.seen, output.dtype
 
 
 @pytest.mark.parametrize("name", ["realnvp", "spline", "glow"])

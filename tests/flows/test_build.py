@@ -7,10 +7,12 @@ from iflow.flows.build import (
     FLOWS,
     ActNorm,
     AffineCoupling,
+    Conditioner,
     ElementwiseSpline,
     LULinear,
     alternating_mask,
     build_flow,
+    inverse_map,
     options_for,
     residual_net_factory,
 )
@@ -86,6 +88,37 @@ def test_lu_linear_inverse_is_warning_free_and_matches_weight_inverse():
         x, _ = layer.inverse_no_cache(z)
         w_inv = layer.weight_inverse()
     torch.testing.assert_close(x, (z - layer.bias) @ w_inv.t())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("context_features", [None, 2])
+def test_lu_linear_and_conditioner_compute_nflows_functions_and_gradients(dtype, context_features):
+    from nflows.nn.nets import ResidualNet
+    from nflows.transforms import LULinear as NflowsLULinear
+
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(16, 4, generator=gen, dtype=dtype)
+    net_inputs = (x,) if context_features is None else (x, torch.randn(16, context_features, generator=gen, dtype=dtype))
+    pairs = [
+        (LULinear(4, identity_init=False), NflowsLULinear(4, identity_init=False), (x,)),
+        (Conditioner(4, 7, 8, context_features), ResidualNet(4, 7, 8, context_features), net_inputs),
+    ]
+    for ours, theirs, inputs in pairs:
+        randomize(ours.to(dtype), seed=4)
+        theirs.to(dtype).load_state_dict(ours.state_dict())  # the same parameters under the same names
+        outs = [m(*inputs) for m in (ours, theirs)]
+        flat = [torch.cat([o.flatten() for o in (out if isinstance(out, tuple) else (out,))]) for out in outs]
+        tol = 1e-5 if dtype == torch.float32 else 1e-12
+        torch.testing.assert_close(flat[0], flat[1], rtol=tol, atol=tol)
+        grads = [torch.autograd.grad(f.square().sum(), list(m.parameters())) for f, m in zip(flat, (ours, theirs), strict=True)]
+        for a, b in zip(*grads, strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
+def test_inverse_map_is_the_flows_inverse():
+    flow = randomize(build_flow("glow", DIM, depth=2, hidden=8), seed=5).eval()
+    z = torch.randn(32, DIM)
+    torch.testing.assert_close(inverse_map(flow, z), flow.inverse(z)[0])
 
 
 def test_builders_start_at_identity():
