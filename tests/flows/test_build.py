@@ -115,6 +115,20 @@ def test_lu_linear_and_conditioner_compute_nflows_functions_and_gradients(dtype,
             torch.testing.assert_close(a, b, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_elementwise_spline_is_nflows_spline_both_ways(dtype):
+    from nflows.transforms import PiecewiseRationalQuadraticCDF
+
+    ours = randomize(ElementwiseSpline(4, bins=6, tail_bound=2.0).to(dtype), seed=6, scale=1.0)
+    theirs = PiecewiseRationalQuadraticCDF((4,), num_bins=6, tails="linear", tail_bound=2.0).to(dtype)
+    theirs.load_state_dict(ours.state_dict())
+    x = 1.5 * torch.randn(64, 4, generator=torch.Generator().manual_seed(7), dtype=dtype)  # some beyond the bound
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for direction in ("forward", "inverse"):
+        for a, b in zip(getattr(ours, direction)(x), getattr(theirs, direction)(x), strict=True):
+            torch.testing.assert_close(a, b, rtol=tol, atol=tol)
+
+
 def test_inverse_map_is_the_flows_inverse():
     flow = randomize(build_flow("glow", DIM, depth=2, hidden=8), seed=5).eval()
     z = torch.randn(32, DIM)
