@@ -84,25 +84,25 @@ def per_call(fn: Callable[[], object]) -> float:
     return elapsed / calls
 
 
-def tasks(model: nn.Module, x: Tensor, u: Tensor, reference: bool) -> dict[str, Callable[[], object]]:
-    """The three timed jobs on one model: a training step, log-likelihood, sampling."""
+def tasks(model: nn.Module, x: Tensor, u: Tensor, reference: bool) -> dict[str, tuple[bool, Callable[[], object]]]:
+    """The three timed jobs on one model, each with the mode it runs in (``model.train(mode)`` is set
+    before the job is timed, not inside it): a training step, log-likelihood, sampling (both without
+    gradients, for both models)."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-6, foreach=True)
     loss_module = LossModule(model)
 
     def step() -> None:
-        model.train()
         train_step(loss_module, optimizer, x, u, 10.0)
 
     @torch.no_grad()
     def log_prob() -> None:
-        model.eval()
         model.log_prob(x, u)
 
+    @torch.no_grad()
     def draw() -> None:
-        model.eval()
         model.sample(len(u), u) if reference else sample(model, len(u), u)
 
-    return {"train": step, "log_prob": log_prob, "sample": draw}
+    return {"train": (True, step), "log_prob": (False, log_prob), "sample": (False, draw)}
 
 
 def matmul_seconds() -> float:
@@ -116,7 +116,8 @@ def time_grid(cells: list[tuple[str, int, int]], rounds: int) -> tuple[dict, lis
     for flow, dim, batch in cells:
         ours, reference = build_pair(flow, dim, batch)
         x, u = batch_of(dim, batch)
-        jobs[flow, dim, batch] = {"iflow": tasks(ours, x, u, False), "reference": tasks(reference, x, u, True),
+        jobs[flow, dim, batch] = {"iflow": (ours, tasks(ours, x, u, False)),
+                                  "reference": (reference, tasks(reference, x, u, True)),
                                   "weights": linear_weights(ours), "parameters": sum(p.numel() for p in ours.parameters())}  # fmt: skip
     times: dict = {key: {m: {j: [] for j in ("train", "log_prob", "sample")} for m in ("iflow", "reference")}
                    for key in jobs}  # fmt: skip
@@ -126,7 +127,9 @@ def time_grid(cells: list[tuple[str, int, int]], rounds: int) -> tuple[dict, lis
         for key, job in jobs.items():
             order = ("iflow", "reference") if r % 2 == 0 else ("reference", "iflow")
             for model in order:
-                for name, fn in job[model].items():
+                module, model_tasks = job[model]
+                for name, (training, fn) in model_tasks.items():
+                    module.train(training)
                     times[key][model][name].append(per_call(fn))
         print(f"round {r + 1}/{rounds} done (matmul {peaks[-1]:.1f} GFLOP/s)", file=sys.stderr)
     medians = {key: {m: {j: statistics.median(v) for j, v in jobs_.items()} for m, jobs_ in t.items()}
@@ -146,7 +149,7 @@ def memory_of(flow: str, dim: int, batch: int, model: str) -> float:
     """MB of peak resident memory that 3 training steps add (after the models are built), in a fresh process."""
     code = (
         "import sys, torch; sys.path.insert(0, %r); import throughput as t; torch.set_num_threads(1)\n"
-        "ours, ref = t.build_pair(%r, %d, %d); x, u = t.batch_of(%d, %d); fn = t.tasks(%s, x, u, %s)['train']\n"
+        "ours, ref = t.build_pair(%r, %d, %d); x, u = t.batch_of(%d, %d); _, fn = t.tasks(%s, x, u, %s)['train']\n"
         "before = t.peak_rss_kib()\n"
         "[fn() for _ in range(3)]\n"
         "print(t.peak_rss_kib() - before)\n"

@@ -59,8 +59,8 @@ class AffineCoupling(_NflowsAffineCoupling):
         self.max_log_scale = max_log_scale
 
     def _log_scale_and_shift(self, transform_params: Tensor) -> tuple[Tensor, Tensor]:
-        raw = transform_params[:, self.num_transform_features :, ...]
-        shift = transform_params[:, : self.num_transform_features, ...]
+        """nflows' layout on axis 1 of the net's output ``(batch, 2m, ...)``: m shifts, then m raw log-scales."""
+        shift, raw = transform_params.chunk(2, dim=1)
         return self.max_log_scale * torch.tanh(raw / self.max_log_scale), shift
 
     def _scale_and_shift(self, transform_params: Tensor) -> tuple[Tensor, Tensor]:  # nflows' path (images)

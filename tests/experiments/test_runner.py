@@ -3,6 +3,7 @@ after a crash; two of the papers' experiments at toy scale; sweep files; the com
 
 import csv
 import json
+from pathlib import Path
 
 import pytest
 
@@ -187,3 +188,9 @@ def test_protocols_scores_a_posterior_sample_beside_the_mean():
     row = protocols.run(tiny("ivae", 4), seed=1)
     assert 0 <= row["mcc_sample"] <= 1 and row["mcc_sample"] != row["mcc"]
     assert protocols.run(tiny("identity", 4), seed=1)["mcc_sample"] is None
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "benchmarks").glob("*.toml")), ids=lambda p: p.name)
+def test_the_benchmarks_sweep_files_are_valid_grids(path):
+    settings, seeds = sweep.grid(sweep.read_toml(path), str(path))
+    assert settings and seeds
