@@ -79,4 +79,7 @@ run = common.run
 
 
 def report(rows: list[dict], out: Path) -> None:
-    standard_report(rows, out, None, "setting", "setting")
+    """The standard table and figure; MCC against |s| beside MCC against s where the rows have it (TCL's
+    features estimate |s|, and the figure plots TCL's against |s|, as the TCL comparisons do)."""
+    extra = ("mcc_abs",) if any(r.get("mcc_abs") is not None for r in rows) else ()
+    standard_report(rows, out, None, "setting", "setting", extra=extra, model_keys={"tcl": "mcc_abs"} if extra else None)
