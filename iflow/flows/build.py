@@ -105,24 +105,27 @@ class LULinear(_NflowsLULinear):
         self.register_buffer("upper_at", torch.cat([upper_at, diag_at]), persistent=False)
         self.register_buffer("identity_flat", torch.eye(features).flatten(), persistent=False)
 
-    def _create_lower_upper(self) -> tuple[Tensor, Tensor]:
-        d = self.features
+    def _factors(self) -> tuple[Tensor, Tensor, Tensor]:
+        """L and U ``(D, D)`` and log|det W| ``()``, from one evaluation of diag(U)."""
+        d, diag = self.features, self.upper_diag
         lower = self.identity_flat.index_copy(0, self.lower_at, self.lower_entries).view(d, d)
-        upper_values = torch.cat([self.upper_entries, self.upper_diag])
+        upper_values = torch.cat([self.upper_entries, diag])
         upper = torch.zeros_like(self.identity_flat).index_copy(0, self.upper_at, upper_values).view(d, d)
-        return lower, upper
+        return lower, upper, torch.log(diag).sum()
+
+    def _create_lower_upper(self) -> tuple[Tensor, Tensor]:
+        return self._factors()[:2]
 
     def forward_no_cache(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        lower, upper = self._create_lower_upper()
-        outputs = torch.addmm(self.bias, inputs, (lower @ upper).t())
-        return outputs, self.logabsdet().expand(inputs.shape[0])
+        lower, upper, logabsdet = self._factors()
+        return torch.addmm(self.bias, inputs, (lower @ upper).t()), logabsdet.expand(inputs.shape[0])
 
     def inverse_no_cache(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
-        lower, upper = self._create_lower_upper()
+        lower, upper, logabsdet = self._factors()
         rhs = (inputs - self.bias).t()  # one solve with a (D, B) right-hand side
         out = torch.linalg.solve_triangular(lower, rhs, upper=False, unitriangular=True)
         out = torch.linalg.solve_triangular(upper, out, upper=True)
-        return out.t(), (-self.logabsdet()).expand(inputs.shape[0])
+        return out.t(), (-logabsdet).expand(inputs.shape[0])
 
     @torch.no_grad()
     def compose_left(self, matrix: Tensor) -> Tensor:
@@ -176,8 +179,18 @@ class ActNorm(_NflowsActNorm):
                 self._initialize(inputs)
             self.known_initialized = True
         scale, shift = self._broadcastable_scale_shift(inputs)
+        return scale * inputs + shift, self._logabsdet(inputs)
+
+    def inverse(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        if inputs.dim() not in (2, 4):
+            raise ValueError("Expecting inputs to be a 2D or a 4D tensor.")
+        scale, shift = self._broadcastable_scale_shift(inputs)
+        return (inputs - shift) / scale, -self._logabsdet(inputs)
+
+    def _logabsdet(self, inputs: Tensor) -> Tensor:
+        """``(batch,)``: the log-scales' sum, times the pixels of ``(B, C, H, W)`` inputs."""
         pixels = inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else 1
-        return scale * inputs + shift, pixels * self.log_scale.sum() * inputs.new_ones(inputs.shape[0])
+        return (pixels * self.log_scale.sum()).expand(inputs.shape[0])
 
     def _load_from_state_dict(self, *args: object, **kwargs: object) -> None:
         super()._load_from_state_dict(*args, **kwargs)

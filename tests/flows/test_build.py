@@ -171,6 +171,8 @@ def test_actnorm_is_nflows_actnorm_reading_its_flag_once(shape, monkeypatch):
     for _ in range(2):  # the first training call initialises both from the batch
         for a, b in zip(ours(x), theirs(x), strict=True):
             assert torch.equal(a, b)
+    for a, b in zip(ours.inverse(x), theirs.inverse(x), strict=True):
+        assert torch.equal(a, b)
     reads = []
     original = torch.Tensor.__bool__
     monkeypatch.setattr(torch.Tensor, "__bool__", lambda t: reads.append(1) or original(t))
