@@ -7,19 +7,35 @@ x 1000), plus combinations in the target region. A data set of 2 L points per se
 with `iflow.data.synthetic.generate`; alternate points of each segment train (`iflow.runs.train`
 with the library defaults, or `--epochs N`) and are held out. Per row: MCC on the held-out
 points, held-out gap to the true model (true minus model log-likelihood, nats/sample), the
-trainer's validation log-likelihood (what selection may use), seconds and epochs to stop.
-Rows are cached in robustness.json (a rerun skips done rows); the report is robustness.md.
+trainer's validation log-likelihood (what selection may use), wall and CPU seconds and epochs to stop.
+Rows are cached in robustness.json (a rerun skips done rows) under their budget: the data size
+(``quick``/``full``) and the training length (``max{M}-p{P}``: to convergence within M epochs,
+patience P; ``epochs{N}``: a fixed budget); other settings changed (``--lr`` ...) are a suffix of
+the prior's name. The report is robustness.md.
 
-    # what was run for robustness.md (one process, nice -n 10, on a shared 2-core machine):
+    # the library defaults (to convergence within 50 epochs, patience 8) on the target region:
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --seeds 1 2 3 --cells base laplace \\
+        uniform layers4 student-t laplace-scale-only leaky0.2 smooth-leaky0.2 cond25 d8 leaky0.2-cond25-laplace
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --seeds 1 2 3 \\
+        --cells layers4 laplace uniform base segments20 points500
+    # one setting changed at a time (what limits the cells that miss; robustness.md's last part):
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --cells base laplace uniform layers4 \\
+        --seeds 1 2 3 --max-epochs 200   # and the same with --patience 32
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --cells laplace uniform --seeds 1 2 \\
+        --max-epochs 200 --patience 32 --lr 0.01
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --cells layers4 --seeds 1 --epochs 50
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --cells laplace layers4 uniform \\
+        --seeds 1 --epochs 200
+    # measured before, when the default was a fixed 32 epochs (the budget `quick-epochs32`):
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --epochs 16 \\
         --cells student-t --priors gauss student-t shape --seeds 1 2 3
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --epochs 32 \\
         --cells student-t uniform --priors gauss student-t shape --seeds 1 2 3
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --epochs 32 \\
         --cells student-t --priors gauss student-t --seeds 1 2 3 --train-seeds 1   # restarts
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --epochs 32 \\
         --cells student-t --priors gauss --seeds 1 2 3 --linear-fit none   # the Gaussian without its linear fit
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick \\
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --epochs 32 \\
         --cells base --priors gauss student-t shape --seeds 1 2 3   # where the Gaussian is right
     # the full grid, with the library defaults (324 runs of 1-3 minutes: about 10 hours on one core):
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --priors gauss student-t shape --seeds 1 2 3
@@ -39,9 +55,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iflow.config import ModelConfig, TrainConfig
+from iflow.config import SCHEDULES, ModelConfig, TrainConfig
 from iflow.data.dataset import Dataset, make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
+from iflow.defaults import TASK_DEFAULTS
 from iflow.files import atomic_write
 from iflow.metrics import mcc
 from iflow.runs import evaluate, train
@@ -127,9 +144,9 @@ def halves(config: SyntheticConfig) -> tuple[Dataset, Dataset]:
 def run_row(config: SyntheticConfig, prior: str, train_config: TrainConfig) -> dict:
     """Train on the training half with ``prior``; score on the held-out half."""
     train_data, held_out = halves(config)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     run, result = train(train_data, ModelConfig(prior=prior), train_config, progress=False)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     metrics = evaluate(run, held_out)
     return {
         "mcc": metrics["mcc"],
@@ -137,6 +154,7 @@ def run_row(config: SyntheticConfig, prior: str, train_config: TrainConfig) -> d
         "val_log_likelihood": result.best_val_log_likelihood,
         "held_out_log_likelihood": metrics["log_likelihood"],
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "epochs": len(result.history),
         "best_epoch": result.best_epoch,
         "x_mcc": mcc(held_out.x, held_out.s).mcc,
@@ -148,9 +166,25 @@ def row_key(budget: str, cell: str, prior: str, seed: int, train_seed: int) -> s
     return f"{budget}/{cell}/{prior}/data{seed}/train{train_seed}"
 
 
-def budget_name(quick: bool, epochs: int | None) -> str:
-    """What the rows of one budget share: the data size and the training length."""
-    return ("quick" if quick else "full") + ("-defaults" if epochs is None else f"-epochs{epochs}")
+def budget_name(quick: bool, config: TrainConfig) -> str:
+    """What the rows of one budget share: the data size and the training length (``max{M}-p{P}``:
+    to convergence within M epochs, patience P, library defaults where not given; ``epochs{N}``:
+    a fixed budget)."""
+    d = TASK_DEFAULTS["recovery"]
+    if config.epochs is not None:
+        length = f"epochs{config.epochs}"
+    else:
+        length = f"max{config.max_epochs or d.max_epochs}-p{config.patience or d.patience}"
+    return ("quick" if quick else "full") + "-" + length
+
+
+VARIANTS = ("tolerance", "lr", "schedule", "linear_fit")  # one setting changed at a time, beside the budget's
+
+
+def variant_of(args: argparse.Namespace) -> tuple[dict, str]:
+    """The TrainConfig fields given on the command line, and the suffix keeping their rows apart in the cache."""
+    changed = {name: getattr(args, name) for name in VARIANTS if getattr(args, name) is not None}
+    return changed, "".join(f"+{name.replace('_', '-')}-{value}" for name, value in changed.items())
 
 
 def load_cache() -> dict:
@@ -164,11 +198,9 @@ def save_row(key: str, row: dict) -> None:
 
 
 def run_grid(args: argparse.Namespace) -> None:
-    budget = budget_name(args.quick, args.epochs)
-    train_config = TrainConfig() if args.epochs is None else TrainConfig(epochs=args.epochs)
-    if args.linear_fit is not None:
-        train_config = replace(train_config, linear_fit=args.linear_fit)
-    variant = "" if args.linear_fit is None else f"+linear-fit-{args.linear_fit}"  # kept apart in the cache
+    changed, variant = variant_of(args)
+    train_config = TrainConfig(epochs=args.epochs, max_epochs=args.max_epochs, patience=args.patience, **changed)
+    budget = budget_name(args.quick, train_config)
     for cell in args.cells:  # a cell complete (every seed and prior) before the next
         for seed in args.seeds:
             for prior in args.priors:
@@ -198,10 +230,11 @@ def cell_summary(rows: dict[tuple[int, int], dict]) -> str:
         return "-"
     m = np.array([r["mcc"] for r in first])
     mark = "**" if m.mean() >= 0.95 and m.min() >= 0.90 else ""
-    seconds = statistics.median(r["seconds"] for r in first)
+    cpu = all("cpu_seconds" in r for r in first)  # rows from before it was recorded have wall seconds only
+    seconds = statistics.median(r["cpu_seconds"] if cpu else r["seconds"] for r in first)
     epochs = statistics.median(r["epochs"] for r in first)
     gap = np.mean([r["gap"] for r in first])
-    return f"{mark}{m.mean():.3f}{mark} ({m.min():.3f}) | {gap:.2f} | {seconds:.0f} s ({epochs:.0f})"
+    return f"{mark}{m.mean():.3f}{mark} ({m.min():.3f}) | {gap:.2f} | {seconds:.0f} {'CPU ' if cpu else 'wall '}s ({epochs:.0f})"
 
 
 def results_table(cache: dict, cells: dict[str, dict]) -> list[str]:
@@ -296,7 +329,34 @@ def restart_selection(cache: dict) -> list[str]:
     return lines
 
 
-README_BUDGET, README_PRIORS = "quick-defaults", ("gauss", "student-t", "shape")
+def settings_table(cache: dict, cells: dict[str, dict]) -> list[str]:
+    """MCC (epochs run, epoch kept) of the Gaussian prior per (size, cell, data seed) under every
+    training setting measured there, for the (size, cell, seed)s with two or more."""
+    grouped = rows_by(cache)
+    found: dict[tuple[str, str, int], dict[str, dict]] = {}
+    for (budget, cell, prior), rows in grouped.items():
+        if prior.split("+")[0] != "gauss" or prior == "gauss+linear-fit-none":
+            continue
+        for (seed, trained), row in rows.items():
+            if trained == 0:
+                size = budget.split("-")[0]
+                found.setdefault((size, cell, seed), {})[budget.removeprefix(size + "-") + prior[5:]] = row
+    found = {key: rows for key, rows in found.items() if len(rows) > 1}
+    settings = sorted({s for rows in found.values() for s in rows}, key=lambda s: (s != "max50-p8", s))
+    lines = ["| size | cell | data seed | " + " | ".join(f"`{s}`" for s in settings) + " |",
+             "|---|---|---|" + "---|" * len(settings)]  # fmt: skip
+    order = {cell: i for i, cell in enumerate(cells)}
+    for size, cell, seed in sorted(found, key=lambda k: (k[0], order[k[1]], k[2])):
+        rows = found[(size, cell, seed)]
+        cols = [f"{rows[s]['mcc']:.3f} ({rows[s]['epochs']}, {rows[s]['best_epoch']})" if s in rows else "-"
+                for s in settings]  # fmt: skip
+        lines.append(f"| {size} | {cell} | {seed} | " + " | ".join(cols) + " |")
+    return lines
+
+
+LIMITS = ["### What limits the cells that miss", "", "(to be written from the tables above)"]
+
+README_BUDGET, README_PRIORS = "quick-epochs32", ("gauss", "student-t", "shape")
 
 
 def readme_table(cache: dict, cells: dict[str, dict]) -> str:
@@ -338,14 +398,27 @@ def report(cache: dict, cells: dict[str, dict]) -> str:
         "",
         "Generated by `python benchmarks/robustness.py` (its docstring has the exact commands, and the",
         "full grid's). Cells: the options of `CELLS` in the script beside the base (5 sources, 40 x 1000,",
-        "3 xtanh layers); budget `quick-*`: cells not setting them use 20 segments x 500 points;",
-        "`*-epochs16`: 16 epochs instead of the library default; `*-defaults`: the library defaults.",
-        "MCC: Pearson, on the held-out half; bold where mean >= 0.95 and no data seed below 0.90;",
-        "gap: true minus model log-likelihood on the held-out half (nats/sample); time: median wall",
-        "seconds on a shared 2-core machine (one process, one thread) and epochs run. Target: the",
-        "issue's region (d = n <= 10, >= 20 segments of >= 500 points, <= 4 layers).",
+        "3 xtanh layers); budget `quick-*`: cells not setting them use 20 segments x 500 points",
+        "(so at quick size `segments20` and `points500` are the base cell); `*-max50-p8`: the library",
+        "defaults (to convergence within 50 epochs, patience 8, cosine over the 50); `*-maxM-pP`: at most",
+        "M epochs, patience P; `*-epochsN`: a fixed budget of N epochs (`-epochs32` was the default before",
+        "training to convergence); `gauss+lr-0.01`: another setting changed. MCC: Pearson, on the held-out",
+        "half; bold where mean >= 0.95 and no data seed below 0.90; gap: true minus model log-likelihood",
+        "on the held-out half (nats/sample); time: median CPU seconds (wall seconds for rows measured",
+        "before CPU time was recorded) on a shared 2-core machine (one process, one thread), and the",
+        "median epochs run. Target: the issue's region (d = n <= 10, >= 20 segments of >= 500 points,",
+        "<= 4 layers).",
         "",
         *results_table(cache, cells),
+        "## One training setting changed at a time",
+        "",
+        "Per cell and data seed measured under more than one setting (Gaussian prior): MCC, and in",
+        "brackets the epochs run and the epoch kept (the best held-out log-likelihood).",
+        "",
+        *settings_table(cache, cells),
+        "",
+        *LIMITS,
+        "",
         "## Selection without ground truth",
         "",
         "Between priors: for each data seed, every pair of priors is compared by the trainer's",
@@ -376,6 +449,11 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"cells not setting them use {QUICK}")
     parser.add_argument("--epochs", type=int, default=None, help="a fixed budget instead of the library default")
     parser.add_argument("--linear-fit", choices=["auto", "epoch", "none"], default=None, help="TrainConfig.linear_fit")
+    parser.add_argument("--max-epochs", type=int, default=None, help="TrainConfig.max_epochs (cosine spans it)")
+    parser.add_argument("--patience", type=int, default=None, help="TrainConfig.patience")
+    parser.add_argument("--tolerance", type=float, default=None, help="TrainConfig.tolerance")
+    parser.add_argument("--lr", type=float, default=None, help="TrainConfig.lr")
+    parser.add_argument("--schedule", choices=SCHEDULES, default=None, help="TrainConfig.schedule")
     parser.add_argument("--report", action="store_true", help="only write robustness.md from the cache")
     parser.add_argument("--readme", action="store_true", help="only print the README's table from the cache")
     args = parser.parse_args()
