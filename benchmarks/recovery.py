@@ -9,6 +9,7 @@ recovery.json (one entry per model and seed) so the two models can run as two pr
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --generators leaky centered --seeds 1
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --long --generators layers4   # 2x the budget
     OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --restarts 2 --generators layers4  # 2 processes
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/recovery.py --model iflow --max-epochs 80 --seeds 1 4  # a longer cap
     python benchmarks/recovery.py --report        # writes benchmarks/recovery.md
     python benchmarks/recovery.py --readme        # prints the README's table across generators
 """
