@@ -73,6 +73,19 @@ def test_state_round_trip_continues_identically() -> None:
     assert [second.decide(r) for r in records(values)[3:5]] == [None, "converged"]
 
 
+def test_recovery_defaults_wait_out_a_collapse_at_the_full_rate_but_still_stop_on_a_plateau() -> None:
+    """At lr 2e-2 the held-out log-likelihood of a recovery run can collapse early and recover as the
+    cosine decays (benchmarks/robustness.md); the default patience must not end the run on the collapse."""
+    data = helpers.tiny_data(600, DIM, 0)
+    config = train_defaults(data, TrainConfig())
+    assert config.task == "recovery"
+    rise = [0.3 * k for k in range(1, 11)]  # best 3.0 at epoch 10
+    collapse = rise + [1.0] * 15 + [3.5] * 5  # back above it at epoch 26
+    assert first_stop(StoppingRule.from_config(config), collapse) is None
+    plateau = rise + [3.0] * 40
+    assert first_stop(StoppingRule.from_config(config), plateau) == (10 + config.patience, "converged")
+
+
 def test_every_reason_is_explained() -> None:
     assert set(STOP_REASONS) == {"epochs", "converged", "max_epochs", "time_limit"}
 
