@@ -72,6 +72,11 @@ def train_samples_for(config: ModelConfig) -> int:
     return DEFAULT_TRAIN_SAMPLES if plain and config.objective_weights is None else 1
 
 
+def posterior_flow_for(config: ModelConfig, latent: int, hidden: int) -> FlowPosterior | None:
+    """The flow bending q(z | x, u) when ``config.posterior`` is ``flow`` (``latent`` z, context x), else None."""
+    return FlowPosterior(latent, config.dim, hidden, config.posterior_depth) if config.posterior == "flow" else None
+
+
 def vae_family(config: ModelConfig, identifiable: bool, beta: float, tc: bool) -> Model:
     """iVAE (``identifiable``: conditional prior, encoder sees u) or a baseline (N(0, I) prior,
     q(z | x)) on the same networks; ``beta`` is the default KL (``tc``: total-correlation) weight."""
@@ -91,14 +96,13 @@ def vae_family(config: ModelConfig, identifiable: bool, beta: float, tc: bool) -
         iw_samples=config.iw_samples,
         train_samples=train_samples_for(config),
         product_posterior=product,
-        posterior_flow=FlowPosterior(latent, config.dim, hidden, config.posterior_depth) if config.posterior == "flow" else None,
+        posterior_flow=posterior_flow_for(config, latent, hidden),
         objective_weights=None if config.objective_weights is None else tuple(config.objective_weights),
     )
 
 
 def noisy_identifiable_flow(config: ModelConfig) -> Model:
     """The identifiable flow followed by Gaussian noise (:mod:`iflow.models.flow_decoder`)."""
-    posterior = FlowPosterior(config.dim, config.dim, VAE_HIDDEN, config.posterior_depth) if config.posterior == "flow" else None
     return noisy_flow(
         flow_for(config),
         conditional_prior(config, config.dim),
@@ -106,7 +110,7 @@ def noisy_identifiable_flow(config: ModelConfig) -> Model:
         config.aux,
         VAE_HIDDEN,
         VAE_LAYERS,
-        posterior_flow=posterior,
+        posterior_flow=posterior_flow_for(config, config.dim, VAE_HIDDEN),
         iw_samples=config.iw_samples,
         train_samples=train_samples_for(config),
     )

@@ -26,6 +26,7 @@ from nflows.transforms import Transform
 from torch import Tensor, nn
 
 from ..data.dataset import AuxSpec
+from ..flows.build import inverse_map
 from ..protocols import ConditionalPrior
 from .decoders import GaussianObservation
 from .flow_posterior import FlowPosterior
@@ -41,7 +42,7 @@ class FlowDecoder(nn.Module):
         self.flow = flow
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.flow.inverse(z.reshape(-1, z.shape[-1]))[0].reshape(z.shape)
+        return inverse_map(self.flow, z.reshape(-1, z.shape[-1])).reshape(z.shape)
 
 
 class FlowEncoder(nn.Module):
