@@ -352,6 +352,8 @@ def add_experiment_parser(commands: argparse._SubParsersAction) -> None:
     experiment.add_argument("--config", type=Path, help="a sweep file (TOML): a grid of options x seeds")
     experiment.add_argument("--seeds", type=positive_int, help="data seeds 1..K (default: the experiment's; 1 with --quick)")
     experiment.add_argument("--quick", action="store_true", help="the toy-scale preset (minutes on 2 cores)")
+    experiment.add_argument("--models", type=lambda text: [m for m in text.split(",") if m], metavar="A,B",
+                            help="only the settings of these models (e.g. iflow; default: every model of the grid)")
     experiment.add_argument("--jobs", type=positive_int, default=1, help="rows trained at once, one process and torch "
                             "thread each (default 1; results are the same for any number)")  # fmt: skip
     experiment.add_argument("--launcher", choices=["local", "slurm"], default="local",
@@ -618,7 +620,7 @@ def cmd_experiment(args: argparse.Namespace) -> None:
         module, name = experiment(args.name), args.name
     out = args.out or Path("experiments") / (f"{name}-quick" if args.quick else name)
     slurm = SlurmOptions(args.partition, args.time, args.mem, args.gpus, args.array_parallelism)
-    rows = run_experiment(module, out, seeds, args.quick, args.jobs, args.launcher, slurm, settings)
+    rows = run_experiment(module, out, seeds, args.quick, args.jobs, args.launcher, slurm, settings, args.models)
     print(f"{name}: {len(rows)} rows; {out / 'table.md'}, {out / 'figure.png'}, {out / 'results.csv'}")
     print((out / "table.md").read_text(), end="")
 

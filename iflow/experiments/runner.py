@@ -102,6 +102,15 @@ def load_rows(tasks: list[Task]) -> list[dict]:
     return [json.loads(task.path.read_text()) for task in tasks]
 
 
+def of_models(settings: list[dict], models: list[str]) -> list[dict]:
+    """The settings whose model is one of ``models``; :class:`UserError` for a model the grid does not have."""
+    present = list(dict.fromkeys(s["model"] for s in settings))
+    unknown = [m for m in models if m not in present]
+    if unknown:
+        raise UserError(f"--models {','.join(unknown)}: not in this experiment, whose models are {', '.join(present)}")
+    return [s for s in settings if s["model"] in models]
+
+
 def seeds_for(module: ModuleType, seeds: int | list[int] | None, quick: bool) -> list[int]:
     """Seeds 1..K: K given, else the module's ``SEEDS`` (1 with ``quick``)."""
     if isinstance(seeds, list):
@@ -119,17 +128,22 @@ def run_experiment(
     launcher: str = "local",
     slurm: SlurmOptions | None = None,
     settings: list[dict] | None = None,
+    models: list[str] | None = None,
 ) -> list[dict]:
-    """Every (setting, seed) row of ``module`` (``settings``: instead of its own), then its reports in ``out``."""
+    """Every (setting, seed) row of ``module`` (``settings``: instead of its own; ``models``: only the
+    settings of these models), then its reports in ``out``."""
     if launcher not in LAUNCHERS:
         raise UserError(f"unknown launcher {launcher!r}; choose from {LAUNCHERS}")
     if jobs < 1:
         raise UserError(f"jobs must be >= 1, got {jobs}")
     out = Path(out)
     settings = module.settings(quick) if settings is None else settings
+    if models is not None:
+        settings = of_models(settings, models)
     seeds = seeds_for(module, seeds, quick)
     tasks = tasks_for(module.__name__, settings, seeds, out)
-    save_json(out / "grid.json", {"experiment": module.__name__, "quick": quick, "seeds": seeds, "settings": settings})
+    grid = {"experiment": module.__name__, "quick": quick, "seeds": seeds, "settings": settings, "models": models}
+    save_json(out / "grid.json", grid)
     todo = [task for task in tasks if not task.path.is_file()]
     started = time.perf_counter()
     if launcher == "local":

@@ -69,6 +69,19 @@ def test_a_rerun_skips_finished_rows_and_resumes_a_crashed_one(tmp_path):
     assert json.loads((tmp_path / "timing.json").read_text())["rows_run"] == 1
 
 
+def test_models_keeps_only_their_settings_and_names_them_on_the_results_page(tmp_path):
+    from iflow.experiments.results_page import results_page
+
+    settings = [tiny("identity", 4), tiny("fastica", 4)]
+    rows = run_experiment(segments, tmp_path / "segments-fastica", seeds=2, settings=settings, models=["fastica"])
+    assert [(r["setting"]["model"], r["seed"]) for r in rows] == [("fastica", 1), ("fastica", 2)]
+    assert json.loads((tmp_path / "segments-fastica" / "grid.json").read_text())["models"] == ["fastica"]
+    page = results_page(tmp_path, tmp_path)
+    assert "--models fastica --seeds 2" in page and "models fastica only" in page
+    with pytest.raises(UserError, match="--models tcl: not in this experiment, whose models are identity, fastica"):
+        run_experiment(segments, tmp_path / "other", seeds=1, settings=settings, models=["tcl"])
+
+
 def test_submitit_job_array_gives_the_same_rows(tmp_path):
     settings = [tiny("tcl", 4, epochs=1)]  # one job: each starts a Python process
     local = run_experiment(segments, tmp_path / "local", seeds=1, settings=settings)
@@ -150,9 +163,11 @@ def test_cli_runs_a_sweep_file_and_reports_errors(tmp_path, capsys):
     assert len(list((tmp_path / "out" / "rows").glob("*.json"))) == 8
     assert main(["experiment", "--list"]) == 0
     assert "segments" in capsys.readouterr().out
-    for argv in (["experiment"], ["experiment", "nope"], ["experiment", "--config", str(tmp_path / "missing.toml")]):
+    for argv in (["experiment"], ["experiment", "nope"], ["experiment", "--config", str(tmp_path / "missing.toml")],
+                 ["experiment", "seeds", "--quick", "--models", "tcl", "--out", str(tmp_path / "none")]):
         assert main(argv) == 2
         assert capsys.readouterr().err.startswith("iflow: error: ")
+    assert not (tmp_path / "none").exists()
 
 
 def fake_rows(module, seeds=(1, 2)):
