@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from iflow.cli import main
 from iflow.errors import UserError
@@ -202,6 +203,11 @@ def test_protocols_scores_a_posterior_sample_beside_the_mean():
 
     row = protocols.run(tiny("ivae", 4), seed=1)
     assert 0 <= row["mcc_sample"] <= 1 and row["mcc_sample"] != row["mcc"]
+    _, data, _, trained = common.train_and_score(tiny("ivae", 4), seed=1)
+    state = torch.random.get_rng_state()
+    draws = [common.posterior_sample_mcc(trained, data, seed) for seed in (3, 3, 4)]
+    assert draws[0] == draws[1] != draws[2]
+    assert torch.equal(torch.random.get_rng_state(), state)  # its own generator: torch's global one untouched
     assert protocols.run(tiny("identity", 4), seed=1)["mcc_sample"] is None
 
 
