@@ -21,7 +21,7 @@ def measured(timing: dict) -> str:
     """The measured times; a run that resumed earlier rows gives its wall time for the rows it ran."""
     wall = f"{timing['wall_seconds']:.0f} s wall with {timing['jobs']} job(s)"
     if timing["rows_skipped"]:
-        wall += f" for the {timing['rows_run']} rows of the last run ({timing['rows_skipped']} were there from an earlier one)"
+        wall += f" for the {timing['rows_run']} rows of the last run ({timing['rows_skipped']} more from an earlier run)"
     return f"measured {wall}, {timing['row_seconds']:.0f} s summed over rows (on a 2-core machine shared with other jobs)"
 
 

@@ -89,7 +89,7 @@ def test_the_results_page_gives_a_resumed_run_its_wall_time_for_the_rows_it_ran(
     timing = {"wall_seconds": 12.0, "jobs": 2, "rows_run": 4, "rows_skipped": 0, "row_seconds": 30.0}
     assert measured(timing).startswith("measured 12 s wall with 2 job(s), 30 s summed over rows")
     resumed = measured({**timing, "rows_skipped": 1})
-    assert "12 s wall with 2 job(s) for the 4 rows of the last run (1 were there from an earlier one), 30 s" in resumed
+    assert "12 s wall with 2 job(s) for the 4 rows of the last run (1 more from an earlier run), 30 s" in resumed
 
 
 def test_submitit_job_array_gives_the_same_rows(tmp_path):
