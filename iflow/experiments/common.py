@@ -131,6 +131,21 @@ def train_and_score(setting: dict, seed: int) -> tuple[dict, Dataset, np.ndarray
     return row, data, latents, run
 
 
+def posterior_sample_mcc(run: Run, data: Dataset, seed: int) -> float:
+    """MCC of one draw z ~ q(z | x, u) per row (the iVAE code's protocol), not of q's mean; the draw comes
+    from a generator of its own seeded with ``seed`` (torch's global one is left alone)."""
+    import torch
+
+    from ..runtime import as_tensors, batched
+
+    std = run.standardized(data)
+    x, u = as_tensors(std.x, std.u, run.device)
+    with torch.no_grad():
+        mean, var = batched(lambda *rows: torch.cat(run.model.posterior(*rows), dim=-1), x, u).chunk(2, dim=-1)
+    noise = torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed), dtype=mean.dtype)
+    return mcc((mean + var.sqrt() * noise.to(mean.device)).cpu().numpy(), data.s).mcc
+
+
 def run(setting: dict, seed: int) -> dict:
     """One row: :func:`train_and_score` without the data."""
     return train_and_score(setting, seed)[0]

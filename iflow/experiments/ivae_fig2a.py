@@ -22,16 +22,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import ModelConfig, TrainConfig
-from ..data.dataset import Dataset, make_dataset
+from ..data.dataset import make_dataset
 from ..data.noisy_ceiling import bayes_ceiling, mix, posterior_summaries
 from ..data.synthetic import SyntheticConfig, SyntheticData, generate
 from ..files import atomic_write, save_csv
 from ..metrics import mcc
-from ..runs import Run, evaluate, train
-from ..runtime import as_tensors, batched
+from ..runs import evaluate, train
+from . import common
 
 DESCRIPTION = "The iVAE paper's Fig. 2a protocol (one mixing matrix reused, noise variance 0.01) and an ablation"
 PUBLISHED = {"paper": 0.952}  # iVAE, Fig. 2a, n = d = 5, 40 x 1000
@@ -96,23 +95,12 @@ def run(setting: dict, seed: int) -> dict:
         **setting,
         "seed": seed,
         "mcc": evaluate(trained, data)["mcc"],
-        "mcc_sample": posterior_sample_mcc(trained, data, seed),
+        "mcc_sample": common.posterior_sample_mcc(trained, data, seed),
         "mcc_x": mcc(data.x, data.s).mcc,
         "bayes_ceiling": ceiling(synthetic, changes.get("data", {}).get("noise", NOISE_SD), seed),
         "cpu_seconds": seconds,
         "best_epoch": result.best_epoch,
     }
-
-
-def posterior_sample_mcc(run: Run, data: Dataset, seed: int) -> float:
-    """MCC of one draw z ~ q(z | x, u) per row, the authors' metric (iflow reports q's mean)."""
-    std_data = run.standardized(data)
-    x, u = as_tensors(std_data.x, std_data.u, run.device)
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        mean, var = batched(lambda *rows: torch.cat(run.model.posterior(*rows), dim=-1), x, u).chunk(2, dim=-1)
-        z = mean + var.sqrt() * torch.randn_like(mean)
-    return mcc(z.cpu().numpy(), data.s).mcc
 
 
 def ceiling(synthetic: SyntheticData, noise: float, seed: int) -> float:

@@ -3,17 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import torch
-
-from ..data.dataset import Dataset
-from ..metrics import mcc
 from . import common
 from .report import markdown_table, write_text
-
-if TYPE_CHECKING:
-    from ..runs import Run
 
 DESCRIPTION = "Both papers' data on the identifiable flow and iVAE: why the iVAE scores 0.95 in one paper, 0.50 in the other"
 PUBLISHED = {
@@ -33,20 +25,10 @@ def settings(quick: bool) -> list[dict]:
             for name, data in DATA.items() for model in ("iflow", "ivae")]  # fmt: skip
 
 
-def posterior_sample_mcc(run: Run, data: Dataset, seed: int) -> float:
-    """MCC of one draw z ~ q(z | x, u) per row (the iVAE code's protocol), not of the posterior mean."""
-    std = run.standardized(data)
-    x, u = torch.as_tensor(std.x), torch.as_tensor(std.u)
-    with torch.no_grad():
-        mean, var = run.model.posterior(x, u)
-        z = mean + var.sqrt() * torch.randn(mean.shape, generator=torch.Generator().manual_seed(seed), dtype=mean.dtype)
-    return mcc(z.numpy(), data.s).mcc
-
-
 def run(setting: dict, seed: int) -> dict:
     """The usual row; for the VAE family also ``mcc_sample``, the MCC of a posterior sample."""
     row, data, _, trained = common.train_and_score(setting, seed)
-    sample = posterior_sample_mcc(trained, data, seed) if setting["model"] in common.VAE_FAMILY else None
+    sample = common.posterior_sample_mcc(trained, data, seed) if setting["model"] in common.VAE_FAMILY else None
     return {**row, "mcc_sample": sample}
 
 

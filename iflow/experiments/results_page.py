@@ -17,6 +17,14 @@ def command(name: str, grid: dict, timing: dict, out: Path) -> str:
             f"--out {out}")
 
 
+def measured(timing: dict) -> str:
+    """The measured times; a run that resumed earlier rows gives its wall time for the rows it ran."""
+    wall = f"{timing['wall_seconds']:.0f} s wall with {timing['jobs']} job(s)"
+    if timing["rows_skipped"]:
+        wall += f" for the {timing['rows_run']} rows of the last run ({timing['rows_skipped']} more from an earlier run)"
+    return f"measured {wall}, {timing['row_seconds']:.0f} s summed over rows (on a 2-core machine shared with other jobs)"
+
+
 def section(name: str, out: Path, page_dir: Path) -> str:
     """One experiment's part of the page: what it is, the command, the time, its table and figure."""
     grid = json.loads((out / "grid.json").read_text())
@@ -30,9 +38,7 @@ def section(name: str, out: Path, page_dir: Path) -> str:
         "",
         f"`{command(name, grid, timing, out)}`",
         "",
-        (f"{preset}; {rows} rows (settings x seeds {grid['seeds'][0]}..{grid['seeds'][-1]}); measured "
-        f"{timing['wall_seconds']:.0f} s wall with {timing['jobs']} job(s), {timing['row_seconds']:.0f} s summed over rows "
-        f"(on a 2-core machine shared with other jobs)."),
+        f"{preset}; {rows} rows (settings x seeds {grid['seeds'][0]}..{grid['seeds'][-1]}); {measured(timing)}.",
         "",
         (out / "table.md").read_text().strip(),
         "",

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from iflow.cli import main
 from iflow.errors import UserError
@@ -80,6 +81,15 @@ def test_models_keeps_only_their_settings_and_names_them_on_the_results_page(tmp
     assert "--models fastica --seeds 2" in page and "models fastica only" in page
     with pytest.raises(UserError, match="--models tcl: not in this experiment, whose models are identity, fastica"):
         run_experiment(segments, tmp_path / "other", seeds=1, settings=settings, models=["tcl"])
+
+
+def test_the_results_page_gives_a_resumed_run_its_wall_time_for_the_rows_it_ran():
+    from iflow.experiments.results_page import measured
+
+    timing = {"wall_seconds": 12.0, "jobs": 2, "rows_run": 4, "rows_skipped": 0, "row_seconds": 30.0}
+    assert measured(timing).startswith("measured 12 s wall with 2 job(s), 30 s summed over rows")
+    resumed = measured({**timing, "rows_skipped": 1})
+    assert "12 s wall with 2 job(s) for the 4 rows of the last run (1 more from an earlier run), 30 s" in resumed
 
 
 def test_submitit_job_array_gives_the_same_rows(tmp_path):
@@ -202,6 +212,11 @@ def test_protocols_scores_a_posterior_sample_beside_the_mean():
 
     row = protocols.run(tiny("ivae", 4), seed=1)
     assert 0 <= row["mcc_sample"] <= 1 and row["mcc_sample"] != row["mcc"]
+    _, data, _, trained = common.train_and_score(tiny("ivae", 4), seed=1)
+    state = torch.random.get_rng_state()
+    draws = [common.posterior_sample_mcc(trained, data, seed) for seed in (3, 3, 4)]
+    assert draws[0] == draws[1] != draws[2]
+    assert torch.equal(torch.random.get_rng_state(), state)  # its own generator: torch's global one untouched
     assert protocols.run(tiny("identity", 4), seed=1)["mcc_sample"] is None
 
 
