@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import UserError
+from ..errors import UserError, param
 from ..files import save_json
 from .report import write_csv
 
@@ -107,7 +107,7 @@ def of_models(settings: list[dict], models: list[str]) -> list[dict]:
     present = list(dict.fromkeys(s["model"] for s in settings))
     unknown = [m for m in models if m not in present]
     if unknown:
-        raise UserError(f"--models {','.join(unknown)}: not in this experiment, whose models are {', '.join(present)}")
+        raise UserError(f"{param('models')} {','.join(unknown)}: not in this experiment, whose models are {', '.join(present)}")
     return [s for s in settings if s["model"] in models]
 
 

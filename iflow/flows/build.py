@@ -239,6 +239,7 @@ class Conditioner(ResidualNet, Autocasting):
         self, in_features: int, out_features: int, hidden_features: int, context_features: int | None = None,
         num_blocks: int = 2,
     ) -> None:  # fmt: skip
+        # nflows' activation, dropout and batch-norm options are left out: the inlined forward has none of them
         super().__init__(in_features, out_features, hidden_features, context_features, num_blocks)
 
     def forward(self, inputs: Tensor, context: Tensor | None = None) -> Tensor:
