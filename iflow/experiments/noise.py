@@ -125,12 +125,13 @@ def summarise(rows: list[dict]) -> dict[tuple[str, float], dict]:
     return out
 
 
-def best_models(summary: dict) -> dict[float, str]:
-    """The model with the highest mean held-out MCC at each noise sd."""
-    best: dict[float, str] = {}
-    for (name, sd), stats in sorted(summary.items(), key=lambda item: item[0][1]):
-        if sd not in best or stats["mcc"][0] > summary[(best[sd], sd)]["mcc"][0]:
-            best[sd] = name
+def best_models(summary: dict) -> dict[float, str | None]:
+    """The model with the highest mean held-out MCC at each noise sd; None where none beats x itself
+    (the observations, unmixed, are then the better estimate of the sources)."""
+    best: dict[float, str | None] = {}
+    for sd in sorted({sd for _, sd in summary}):
+        name, stats = max(((n, st) for (n, s), st in summary.items() if s == sd), key=lambda item: item[1]["mcc"][0])
+        best[sd] = name if stats["mcc"][0] > stats["mcc_x"][0] else None
     return best
 
 
@@ -173,9 +174,10 @@ def markdown(summary: dict) -> str:
     return header + "\n".join(lines) + "\n\nBest model by held-out MCC per noise sd: " + crossover(best) + "\n"
 
 
-def crossover(best: dict[float, str]) -> str:
-    """The best model at each noise sd, and the first sd from which the flow is not the best."""
-    text = ", ".join(f"{sd:g}: {LABELS[name]}" for sd, name in sorted(best.items()))
+def crossover(best: dict[float, str | None]) -> str:
+    """The best model at each noise sd (None: no model beats x itself), and the first sd from which the
+    flow is not the best."""
+    text = ", ".join(f"{sd:g}: {LABELS[name] if name else 'no model above x itself'}" for sd, name in sorted(best.items()))
     lost = [sd for sd, name in sorted(best.items()) if name != "iflow"]
     if not lost:
         return text + ". The flow is the best choice at every level."
