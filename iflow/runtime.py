@@ -43,6 +43,25 @@ def torch_threads(threads: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextmanager
+def denormals_flushed() -> Iterator[None]:
+    """Run the block with subnormal floats flushed to zero in CPU arithmetic (FTZ/DAZ, as TensorFlow's
+    CPU executor does), then turn that off again (torch has no getter for the previous setting).
+
+    Why: weights that decay towards zero reach the subnormal range, where every product with them is
+    many times slower. With ``--weight-decay 1e-4`` about 40% of the conditioners' weights were
+    subnormal by epoch 25 of the default benchmark, and its 50 epochs took 311 and 335 CPU s (data
+    seeds 4, 1) against 72 without weight decay. Values below 1.2e-38 (float32) change nothing a
+    model computes. Applies to the calling thread, the one that runs torch's ops with one thread.
+    """
+    supported = torch.set_flush_denormal(True)  # False (and nothing changed) on CPUs without SSE3
+    try:
+        yield
+    finally:
+        if supported:
+            torch.set_flush_denormal(False)
+
+
 def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)

@@ -3,13 +3,14 @@ not grow with the data (training, validation, the per-epoch encode and refits, e
 encode, consistency, sample, the estimator's inverse transform)."""
 
 import numpy as np
+import pytest
 import torch
 
 from iflow.config import ModelConfig, TrainConfig
 from iflow.consistency import consistency
 from iflow.estimator import IdentifiableFlowICA
 from iflow.runs import encode_dataset, evaluate, plan_run, sample, train_planned
-from iflow.runtime import EVAL_BATCH, batched
+from iflow.runtime import EVAL_BATCH, batched, denormals_flushed
 from tests import helpers
 
 
@@ -62,3 +63,14 @@ def test_the_estimators_inverse_transform_decodes_in_blocks(monkeypatch):
     decode = model.decode
     monkeypatch.setattr(model, "decode", lambda z: rows.append(z.shape[0]) or decode(z))
     assert ica.inverse_transform(z).shape == z.shape and max(rows) == EVAL_BATCH
+
+
+def test_denormals_flushed_only_inside_the_block():
+    subnormal = torch.tensor([1e-39], dtype=torch.float32)
+    if (subnormal * 1.0).item() == 0:
+        pytest.skip("subnormals already flushed in this process")
+    with denormals_flushed():
+        inside = (subnormal * 1.0).item()
+    if not torch.set_flush_denormal(False):
+        pytest.skip("this CPU cannot flush subnormals")
+    assert inside == 0.0 and (subnormal * 1.0).item() == pytest.approx(1e-39)

@@ -36,7 +36,7 @@ from ..data.dequantization import dequantize
 from ..defaults import train_defaults
 from ..errors import UserError, param
 from ..protocols import Model
-from ..runtime import EVAL_BATCH, as_tensors, batched, resolve_device, seed_everything
+from ..runtime import EVAL_BATCH, as_tensors, batched, denormals_flushed, resolve_device, seed_everything
 from . import distributed
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
 from .compiled import training_loss
@@ -413,7 +413,10 @@ def fit(
     trainer = start_trainer(model, data, config, split or split_for_training(data, config), checkpoint)
     refits = refits_for(model, trainer.optimizer, trainer.tensors, config)
     report = ProgressReport(trainer.rule.max_epochs, trainer.progress.epoch, enabled=progress and distributed.is_main())
-    with stop_requests(checkpoint is not None) as stops, report, training_precision(model, config.precision):
+    with (
+        stop_requests(checkpoint is not None) as stops, report, training_precision(model, config.precision),
+        denormals_flushed(),  # weights decaying to subnormals slowed training several-fold (runtime.py)
+    ):
         while not trainer.progress.result.stop_reason:
             if not trainer.run_steps(stops):
                 continue
