@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .flows.build import LULinear
     from .priors import ExpFamily, FactorizedExpFamily
 
+EXACT = "exact"  # Model.likelihood of a model whose log_prob is exact (the flows)
 NO_LIKELIHOOD = "none"  # Model.likelihood of a model without one (TCL, FastICA, x itself)
 
 
@@ -66,7 +67,7 @@ class Model(Protocol):
     ``prior``)."""
 
     prior: ConditionalPrior
-    likelihood: str  # what log_prob is: "exact", the bound it computes (eval prints it), or NO_LIKELIHOOD
+    likelihood: str  # what log_prob is: EXACT, the bound it computes (eval prints it), or NO_LIKELIHOOD
     encode_kind: str  # what encode returns, for messages
     sample_kind: str  # what decode(prior draws) is, for messages
 
@@ -114,3 +115,9 @@ class ClosedFormModel(Model, Protocol):
     def fit_closed_form(self, x: Tensor, u: Tensor, seed: int) -> None:
         """Fit in place on ``x: (n, d)``, ``u: (n,)``; ``seed`` fixes any randomness."""
         ...
+
+
+def trains_on_a_bound(model: Model) -> bool:
+    """Whether ``model`` is of the VAE family, its ``log_prob`` a bound (neither exact nor absent): what
+    the registry's ``ModelEntry.variational`` says of its name, read from a built model."""
+    return model.likelihood not in (EXACT, NO_LIKELIHOOD)

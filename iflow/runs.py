@@ -31,7 +31,7 @@ from .metrics import bits_per_dim, mcc
 from .models.build import applicable_fields, build_model, model_entry
 from .models.decoders import check_observations
 from .models.sampling import sample as sample_model
-from .protocols import NO_LIKELIHOOD, Model
+from .protocols import EXACT, NO_LIKELIHOOD, Model
 from .runfiles import check_config, check_sizes, check_weights
 from .runtime import as_tensors, batched, resolve_device, seed_everything, torch_threads
 from .splits import describe_training_data
@@ -192,7 +192,7 @@ def evaluate(run: Run, data: Dataset) -> dict:
         "log_likelihood": log_likelihood,
         "log_likelihood_units": DATA_UNITS,
         "bits_per_dim": bits_per_dim(log_likelihood, data.dim) if scored else None,
-        "exact": run.model.likelihood == "exact",
+        "exact": run.model.likelihood == EXACT,
         "estimator": run.model.likelihood,
         "n": len(data),
         "mcc": None,

@@ -15,14 +15,14 @@ from nflows.transforms import Transform
 from torch import Tensor, nn
 
 from ..flows.build import LULinear, inverse_map, last_step
-from ..protocols import ConditionalPrior
+from ..protocols import EXACT, ConditionalPrior
 from ..runtime import batched
 
 
 class IdentifiableFlow(nn.Module):
     """``x: (batch, dim)``, ``u: (batch,)`` labels or ``(batch, aux_dim)`` floats."""
 
-    likelihood = "exact"
+    likelihood = EXACT
     encode_kind = "z = g(x)"
     sample_kind = "draws from p(x | u)"
 

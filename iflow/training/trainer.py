@@ -35,7 +35,7 @@ from ..data.dataset import Dataset, split_indices
 from ..data.dequantization import dequantize
 from ..defaults import train_defaults
 from ..errors import UserError, param
-from ..protocols import Model
+from ..protocols import Model, trains_on_a_bound
 from ..runtime import EVAL_BATCH, as_tensors, batched, denormals_flushed, resolve_device, seed_everything
 from . import distributed
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
@@ -400,6 +400,9 @@ def fit(
 ) -> TrainResult:
     """Train ``model`` in place on (standardised) ``data``; load the best weights at the end.
 
+    ``config``'s unset options take the task's defaults (:mod:`iflow.defaults`), the VAE family's
+    own for a model trained on a bound, as :func:`iflow.runs.plan_run` fills them.
+
     ``split``: the (train, validation) rows, by default :func:`split_for_training`.
     A non-finite loss, gradient or validation score rolls training back to the start
     of the epoch and retries with the learning rate times ``LR_DECAY``, at most
@@ -409,7 +412,7 @@ def fit(
     continues from a saved state bit for bit (CPU, same thread count).
     """
     config.validate()
-    config = train_defaults(data, config)
+    config = train_defaults(data, config, variational=trains_on_a_bound(model))
     trainer = start_trainer(model, data, config, split or split_for_training(data, config), checkpoint)
     refits = refits_for(model, trainer.optimizer, trainer.tensors, config)
     report = ProgressReport(trainer.rule.max_epochs, trainer.progress.epoch, enabled=progress and distributed.is_main())

@@ -8,6 +8,7 @@ from iflow.data.dataset import AuxSpec
 from iflow.errors import UserError
 from iflow.flows.build import build_flow
 from iflow.models.build import MODELS, applicable_fields, build_model
+from iflow.protocols import trains_on_a_bound
 
 AUX = AuxSpec("labels", n_labels=3)
 
@@ -53,3 +54,9 @@ def test_config_json_fields_are_those_the_model_reads() -> None:
     assert {"flow", "bins", "prior"} <= flow_fields and not {"obs", "beta", "latent_dim"} & flow_fields
     assert {"obs", "beta", "latent_dim"} <= vae_fields and not {"flow", "bins", "prior"} & vae_fields
     assert {"dim", "aux", "model"} <= flow_fields & vae_fields
+
+
+@pytest.mark.parametrize("name", sorted(name for name, entry in MODELS.items() if entry.trained))
+def test_a_built_model_says_what_its_registry_entry_says_it_trains_on(name: str) -> None:
+    model = build_model(ModelConfig(model=name, dim=3, aux=AUX))
+    assert trains_on_a_bound(model) == MODELS[name].variational

@@ -10,6 +10,9 @@ import pytest
 import torch
 
 from iflow.config import ModelConfig, TrainConfig
+from iflow.data.dataset import AuxSpec
+from iflow.defaults import TASK_DEFAULTS, VAE_FAMILY_DEFAULTS
+from iflow.models.build import build_model
 from iflow.models.identifiable_flow import IdentifiableFlow
 from iflow.runs import train
 from iflow.training.checkpoint import CHECKPOINT_FILE, Checkpointing, all_finite, load_checkpoint
@@ -122,3 +125,10 @@ def test_training_flushes_subnormals_and_leaves_them_alone_afterwards() -> None:
         pytest.skip("this CPU cannot flush subnormals")
     assert len(model.products) == 6 and set(model.products) == {0.0}  # 3 steps an epoch, every one flushed
     assert (torch.tensor([SUBNORMAL]) * 1.0).item() == pytest.approx(SUBNORMAL)  # and the setting undone
+
+
+def test_fit_gives_a_model_of_the_vae_family_its_own_defaults() -> None:
+    """Before: fit filled a bare config with the flows' defaults (lr 2e-2) whatever the model."""
+    model = build_model(ModelConfig(model="ivae", dim=DIM, aux=AuxSpec("labels", n_labels=4)))
+    result = fit(model, tiny_data(), TrainConfig(epochs=1, batch_size=50, schedule="constant"), progress=False)
+    assert result.history[0]["lr"] == VAE_FAMILY_DEFAULTS["recovery"].lr != TASK_DEFAULTS["recovery"].lr
