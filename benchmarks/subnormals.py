@@ -13,11 +13,10 @@ the fix measured here. Writes ``benchmarks/subnormals.md``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
+import tempfile
 from pathlib import Path
+
+from speedup import run as run_in_tree  # benchmarks/speedup.py: a fresh process importing iflow from a tree
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "subnormals.md"
@@ -35,10 +34,8 @@ print(json.dumps({**result, "cpu_s": time.process_time() - start}))
 
 def run(tree: Path, weight_decay: float) -> dict:
     """The demo's training with ``weight_decay`` in a fresh process importing iflow from ``tree``."""
-    code = CODE.replace("HERE", repr(str(HERE))).replace("WEIGHT_DECAY", repr(weight_decay))
-    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    with tempfile.TemporaryDirectory() as cache:  # inductor's cache, unused: nothing is compiled
+        return run_in_tree(tree, f"WEIGHT_DECAY = {weight_decay!r}\n{CODE}", compiled=False, cache=Path(cache))
 
 
 def main() -> None:
