@@ -50,9 +50,8 @@ def denormals_flushed() -> Iterator[None]:
 
     Why: weights that decay towards zero reach the subnormal range, where every product with them is
     many times slower. With ``--weight-decay 1e-4`` about 40% of the conditioners' weights were
-    subnormal by epoch 25 of the default benchmark, and its 50 epochs took 311 and 335 CPU s (data
-    seeds 4, 1) against 72 without weight decay. Values below 1.2e-38 (float32) change nothing a
-    model computes. Applies to the calling thread, the one that runs torch's ops with one thread.
+    subnormal by epoch 25 of the demo's training, which took 354 CPU s without this and 79 with it
+    (``benchmarks/subnormals.md``). Values below 1.2e-38 (float32) change nothing a model computes. Applies to the calling thread, the one that runs torch's ops with one thread.
     """
     supported = torch.set_flush_denormal(True)  # False (and nothing changed) on CPUs without SSE3
     try:

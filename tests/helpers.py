@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 import numpy as np
+import pytest
 import torch
 
 from iflow.data.dataset import Dataset, make_dataset
@@ -59,3 +60,19 @@ def tiny_flow(dim: int = 3, depth: int = 1) -> IdentifiableFlow:
     """A seeded RealNVP identifiable flow with a Gaussian prior on 4 labels."""
     torch.manual_seed(0)
     return IdentifiableFlow(build_flow("realnvp", dim, depth=depth, hidden=8), ConditionalExpFamilyPrior(dim, n_labels=4))
+
+
+SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
+
+
+def subnormal_product() -> float:
+    """A float32 subnormal times 1: 0.0 while subnormals are flushed, the subnormal otherwise."""
+    return (torch.tensor([SUBNORMAL], dtype=torch.float32) * 1.0).item()
+
+
+def skip_unless_subnormals_can_be_flushed() -> None:
+    """Skip the test where nothing can show a flush: already flushed here, or a CPU that cannot."""
+    if subnormal_product() == 0:
+        pytest.skip("subnormals already flushed in this process")
+    if not torch.set_flush_denormal(False):  # changes nothing; False where flushing is unsupported
+        pytest.skip("this CPU cannot flush subnormals")

@@ -66,11 +66,7 @@ def test_the_estimators_inverse_transform_decodes_in_blocks(monkeypatch):
 
 
 def test_denormals_flushed_only_inside_the_block():
-    subnormal = torch.tensor([1e-39], dtype=torch.float32)
-    if (subnormal * 1.0).item() == 0:
-        pytest.skip("subnormals already flushed in this process")
+    helpers.skip_unless_subnormals_can_be_flushed()
     with denormals_flushed():
-        inside = (subnormal * 1.0).item()
-    if not torch.set_flush_denormal(False):
-        pytest.skip("this CPU cannot flush subnormals")
-    assert inside == 0.0 and (subnormal * 1.0).item() == pytest.approx(1e-39)
+        inside = helpers.subnormal_product()
+    assert inside == 0.0 and helpers.subnormal_product() == pytest.approx(helpers.SUBNORMAL)

@@ -100,9 +100,6 @@ def test_off_a_terminal_every_epoch_is_logged(caplog) -> None:
     assert all("val_ll" in line and "mcc" in line for line in lines)
 
 
-SUBNORMAL = 1e-39  # below float32's smallest normal number, 1.18e-38
-
-
 class RecordsSubnormalProducts(IdentifiableFlow):
     """A model that records, at each loss, what a product with a subnormal float32 gives."""
 
@@ -112,19 +109,16 @@ class RecordsSubnormalProducts(IdentifiableFlow):
         self.products: list[float] = []
 
     def loss(self, x, u):
-        self.products.append((torch.tensor([SUBNORMAL]) * 1.0).item())
+        self.products.append(helpers.subnormal_product())
         return super().loss(x, u)
 
 
 def test_training_flushes_subnormals_and_leaves_them_alone_afterwards() -> None:
-    if (torch.tensor([SUBNORMAL]) * 1.0).item() == 0:
-        pytest.skip("subnormals already flushed in this process")
+    helpers.skip_unless_subnormals_can_be_flushed()
     model = RecordsSubnormalProducts()
     fit(model, tiny_data(), TrainConfig(epochs=2, batch_size=50), progress=False)
-    if not torch.set_flush_denormal(False):
-        pytest.skip("this CPU cannot flush subnormals")
     assert len(model.products) == 6 and set(model.products) == {0.0}  # 3 steps an epoch, every one flushed
-    assert (torch.tensor([SUBNORMAL]) * 1.0).item() == pytest.approx(SUBNORMAL)  # and the setting undone
+    assert helpers.subnormal_product() == pytest.approx(helpers.SUBNORMAL)  # and the setting undone
 
 
 def test_fit_gives_a_model_of_the_vae_family_its_own_defaults() -> None:
