@@ -182,7 +182,7 @@ def budget_name(quick: bool, config: TrainConfig) -> str:
     return ("quick" if quick else "full") + "-" + length
 
 
-VARIANTS = ("tolerance", "lr", "schedule", "linear_fit")  # one setting changed at a time, beside the budget's
+VARIANTS = ("tolerance", "lr", "batch_size", "schedule", "linear_fit")  # one setting changed at a time, beside the budget's
 
 
 def variant_of(args: argparse.Namespace) -> tuple[dict, str]:
@@ -543,6 +543,7 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=None, help="TrainConfig.patience")
     parser.add_argument("--tolerance", type=float, default=None, help="TrainConfig.tolerance")
     parser.add_argument("--lr", type=float, default=None, help="TrainConfig.lr")
+    parser.add_argument("--batch-size", type=int, default=None, help="TrainConfig.batch_size")
     parser.add_argument("--schedule", choices=SCHEDULES, default=None, help="TrainConfig.schedule")
     parser.add_argument("--report", action="store_true", help="only write robustness.md from the cache")
     parser.add_argument("--readme", action="store_true", help="only print the README's table from the cache")
