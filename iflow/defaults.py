@@ -2,7 +2,8 @@
 the config fields left at None (:func:`with_task_defaults`, called by :func:`iflow.runs.plan_run`).
 
 - ``recovery``: continuous data with an auxiliary variable that varies (several labels, or
-  float u): the source-recovery settings (lr 2e-2, batch 512).
+  float u): the source-recovery settings (lr 2e-2, batch 512, halved down to 64 on data too
+  small for 64 steps an epoch: :func:`batch_for`).
 - ``density``: continuous data without one (a single label: the 2-D toy densities, a CSV):
   density settings (lr 1e-3, batch 256, splines with 16 bins).
 - ``image``: discrete or image data (dequantised, e.g. digits): the settings the density
@@ -35,6 +36,10 @@ class TaskDefaults:
     tolerance: float
     flow_options: dict[str, dict] = field(default_factory=dict)
     prior_fit: str = "epoch"  # the closed-form M-step of a label prior (TrainConfig.prior_fit)
+    min_steps: int = 0  # the batch halves (not below SMALLEST_BATCH) until an epoch has this many steps
+
+
+SMALLEST_BATCH = 64
 
 
 TASK_DEFAULTS = {
@@ -46,7 +51,12 @@ TASK_DEFAULTS = {
     # benchmark's gap (seeds 1, 4: 0.177 -> 0.122, 0.247 -> 0.214) at 126-130 CPU s, past the 120 s target.
     # 16 is not always enough: one 40 x 1000 run (leaky0.2-cond25-laplace, seed 3) stopped at epoch 30 with
     # MCC 0.586 and reaches 0.833 in all 50 epochs.
-    "recovery": TaskDefaults(lr=2e-2, batch_size=512, max_epochs=50, patience=16, tolerance=0.01),
+    # min_steps 64 (benchmarks/robustness.md, "Batch size"): at 20 segments x 500 points an epoch of batch 512 is
+    # 17 steps; batch 128 (70 steps, as many as batch 512 makes at 40 x 1000) raised the mean MCC of all 11 cells
+    # measured there, by 0.02 to 0.16, and batch 256 at 20 x 1000 and 40 x 500 raised both cells' lowest seeds
+    # (0.893 -> 0.949, 0.923 -> 0.975). At 40 x 1000 batch 256 did not pay (MCC 0.979, 0.995, 0.997 against 0.993,
+    # 0.989, 0.996, at 1.5x the time), so data of at least 32 768 training rows keep 512: those runs are unchanged.
+    "recovery": TaskDefaults(lr=2e-2, batch_size=512, max_epochs=50, patience=16, tolerance=0.01, min_steps=64),
     # tolerance 0.01 stopped checkerboard at epoch 20 (NLL - H 0.078): on 2-D densities the last gains are smaller
     "density": TaskDefaults(
         lr=1e-3, batch_size=256, max_epochs=50, patience=8, tolerance=0.001, flow_options={"spline": {"bins": 16}}
@@ -83,16 +93,26 @@ def task_of(data: Dataset) -> str:
     return "recovery"
 
 
+def batch_for(train_rows: int, d: TaskDefaults) -> int:
+    """``d.batch_size``, halved while an epoch over ``train_rows`` rows would have fewer than
+    ``d.min_steps`` steps, but not below :data:`SMALLEST_BATCH`."""
+    batch = d.batch_size
+    while batch > SMALLEST_BATCH and train_rows // batch < d.min_steps:
+        batch //= 2
+    return batch
+
+
 def train_defaults(data: Dataset, config: TrainConfig, variational: bool = False) -> TrainConfig:
     """``config`` with its task (from ``data`` unless given) and that task's values where it has None
     (``variational``: the VAE family's, see :func:`defaults_for`)."""
     task = config.task or task_of(data)
     d = defaults_for(task, variational)
+    train_rows = len(data) - round(len(data) * config.val_fraction)  # as split_indices splits
     return replace(
         config,
         task=task,
         lr=d.lr if config.lr is None else config.lr,
-        batch_size=d.batch_size if config.batch_size is None else config.batch_size,
+        batch_size=batch_for(train_rows, d) if config.batch_size is None else config.batch_size,
         max_epochs=d.max_epochs if config.max_epochs is None and config.epochs is None else config.max_epochs,
         patience=d.patience if config.patience is None else config.patience,
         tolerance=d.tolerance if config.tolerance is None else config.tolerance,

@@ -11,7 +11,15 @@ import torch
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.builtin import load_data
 from iflow.data.dataset import make_dataset
-from iflow.defaults import TASK_DEFAULTS, VAE_FAMILY_DEFAULTS, model_defaults, task_of, train_defaults
+from iflow.defaults import (
+    SMALLEST_BATCH,
+    TASK_DEFAULTS,
+    VAE_FAMILY_DEFAULTS,
+    batch_for,
+    model_defaults,
+    task_of,
+    train_defaults,
+)
 from iflow.runs import plan_run
 
 
@@ -49,6 +57,29 @@ def test_train_defaults_fill_only_what_is_left_at_none() -> None:
     assert train_defaults(load_data("digits"), TrainConfig(task="recovery")).lr == TASK_DEFAULTS["recovery"].lr
 
 
+@pytest.mark.parametrize(
+    ("rows", "batch"),
+    [(40_000, 512), (36_000, 512), (32_768, 512), (32_767, 256), (20_000, 256), (10_000, 128), (5_000, 64), (600, 64)],
+)
+def test_recovery_batch_halves_until_an_epoch_has_its_steps(rows: int, batch: int) -> None:
+    """``rows`` in all, 10% of them validation: the batch leaves at least 64 training steps an epoch,
+    down to the smallest batch."""
+    n = round(rows / 0.9)
+    data = make_dataset(np.zeros((n, 2)), np.arange(n) % 4, name="sized")
+    filled = train_defaults(data, TrainConfig())
+    assert (filled.task, filled.batch_size) == ("recovery", batch)
+    train_rows = n - round(0.1 * n)
+    assert train_rows // batch >= TASK_DEFAULTS["recovery"].min_steps or batch == SMALLEST_BATCH
+    assert train_defaults(data, TrainConfig(batch_size=1000)).batch_size == 1000, "a given batch wins"
+
+
+def test_batch_rule_is_the_recovery_tasks_alone() -> None:
+    """The density task and the VAE family keep one batch at every size."""
+    small = make_dataset(np.zeros((2_000, 2)), np.zeros(2_000, dtype=np.int64), name="one label")
+    assert train_defaults(small, TrainConfig()).batch_size == TASK_DEFAULTS["density"].batch_size
+    assert train_defaults(labelled(), TrainConfig(), variational=True).batch_size == VAE_FAMILY_DEFAULTS["recovery"].batch_size
+
+
 def test_flow_options_per_task_keep_what_is_given_and_leave_the_vae_family_alone() -> None:
     spline = model_defaults(ModelConfig(flow="spline", hidden=32), "image", has_flow=True)
     assert (spline.depth, spline.hidden) == (6, 32)
@@ -76,7 +107,7 @@ def test_plan_run_gives_the_vae_family_its_own_recovery_defaults_and_the_flow_ke
     assert (vae.lr, vae.batch_size, vae.prior_fit) != (flow.lr, flow.batch_size, flow.prior_fit), "a real difference"
     iflow = plan_run(labelled(), ModelConfig(model="iflow"), TrainConfig()).run.train_config
     assert (iflow.lr, iflow.batch_size, iflow.max_epochs, iflow.prior_fit) == (
-        flow.lr, flow.batch_size, flow.max_epochs, "epoch"
+        flow.lr, batch_for(540, flow), flow.max_epochs, "epoch"
     )
     given = plan_run(labelled(), ModelConfig(model=model), TrainConfig(lr=1e-4, prior_fit="epoch")).run.train_config
     assert (given.lr, given.prior_fit, given.batch_size) == (1e-4, "epoch", vae.batch_size), "what is given wins"
