@@ -62,7 +62,7 @@ import torch
 from iflow.config import SCHEDULES, ModelConfig, TrainConfig
 from iflow.data.dataset import Dataset, make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
-from iflow.defaults import TASK_DEFAULTS
+from iflow.defaults import TASK_DEFAULTS, batch_for
 from iflow.files import atomic_write
 from iflow.metrics import mcc
 from iflow.runs import evaluate, train
@@ -377,6 +377,35 @@ def settings_table(cache: dict, cells: dict[str, dict]) -> list[str]:
     return lines
 
 
+def default_batch(cell: str, quick: bool) -> int:
+    """The recovery task's batch for the cell's training half (:func:`iflow.defaults.batch_for`)."""
+    config = cell_config(cell, 1, quick)
+    rows = config.segments * config.per_segment
+    return batch_for(rows - round(rows * TrainConfig().val_fraction), TASK_DEFAULTS["recovery"])
+
+
+def batch_table(cache: dict, cells: dict[str, dict]) -> list[str]:
+    """The Gaussian prior with the library defaults but for the batch, per (size, cell) measured at
+    more than one batch: MCC mean (lowest), gap, time (epochs) per batch; the default batch marked."""
+    grouped = rows_by(cache)
+    lines = ["| size | cell | batch | MCC mean (lowest) | gap | time (epochs) |", "|---|---|---|---|---|---|"]
+    for size in ("full", "quick"):
+        for cell in cells:
+            default = default_batch(cell, size == "quick")
+            measured = {}
+            for (budget, name, prior), rows in grouped.items():
+                if budget == f"{size}-{default_length()}" and name == cell:
+                    if prior == "gauss":
+                        measured[default] = rows
+                    elif prior.startswith("gauss+batch-size-") and prior.count("+") == 1:
+                        measured[int(prior.removeprefix("gauss+batch-size-"))] = rows
+            if len(measured) > 1:
+                for batch in sorted(measured, reverse=True):
+                    mark = " (default)" if batch == default else ""
+                    lines.append(f"| {size} | {cell} | {batch}{mark} | {cell_summary(measured[batch])} |")
+    return lines
+
+
 LIMITS = """### What limits the cells that miss
 
 Read from the tables above (the rows of `robustness.json` when this was written).
@@ -414,6 +443,15 @@ Read from the tables above (the rows of `robustness.json` when this was written)
   to 0.122 and 0.214 (MCC 0.990 -> 0.992, 0.985 -> 0.979) at 126-130 CPU s per run, past the 2-minute
   target: not adopted.""".splitlines()
 
+BATCH = """## Batch size
+
+The recovery batch is 512, halved (down to 64) while an epoch of the training rows would have fewer
+than 64 steps (`iflow/defaults.py`): 512 at 40 x 1000 (36 000 training rows, 70 steps), 256 at 20 x 1000
+and 40 x 500, 128 at 20 x 500. The Gaussian prior, the library defaults but for the batch (rows cached
+as `gauss+batch-size-B`; the rows measured at 512 before the rule are those at quick size and at 20 x 1000
+and 40 x 500):""".splitlines()
+
+
 def default_length() -> str:
     """The budget name of the library defaults' training length (see :func:`budget_name`)."""
     return budget_name(False, TrainConfig()).removeprefix("full-")
@@ -437,22 +475,24 @@ def defaults_table(cache: dict, cells: dict[str, dict]) -> list[str]:
     return lines
 
 
-README_BUDGET, README_PRIORS = "quick-epochs32", ("gauss", "student-t", "shape")
+README_PRIORS = ("gauss", "student-t", "shape")
 
 
 def readme_table(cache: dict, cells: dict[str, dict]) -> str:
-    """The README's table: MCC mean (lowest) and held-out gap per prior, library defaults, --quick data."""
+    """The README's table: MCC mean (lowest) and held-out gap per prior, library defaults, both data sizes."""
     grouped = rows_by(cache)
-    lines = ["| cell (data seeds) | " + " | ".join(f"`--prior {p}`: MCC (lowest), gap" for p in README_PRIORS) + " |",
-             "|---|" + "---|" * len(README_PRIORS)]  # fmt: skip
-    for cell in cells:
-        found = [[r for (_, trained), r in sorted(grouped.get((README_BUDGET, cell, p), {}).items()) if trained == 0]
-                 for p in README_PRIORS]  # fmt: skip
-        if not all(found):
-            continue
-        cols = [f"{np.mean([r['mcc'] for r in rs]):.3f} ({min(r['mcc'] for r in rs):.3f}), "
-                f"{np.mean([r['gap'] for r in rs]):.2f}" for rs in found]  # fmt: skip
-        lines.append(f"| {cell} ({len(found[0])}) | " + " | ".join(cols) + " |")
+    lines = ["| size | cell (data seeds) | " + " | ".join(f"`--prior {p}`: MCC (lowest), gap" for p in README_PRIORS)
+             + " |", "|---|---|" + "---|" * len(README_PRIORS)]  # fmt: skip
+    for size in ("full", "quick"):
+        for cell in cells:
+            budget = f"{size}-{default_length()}"
+            found = [[r for (_, trained), r in sorted(grouped.get((budget, cell, p), {}).items()) if trained == 0]
+                     for p in README_PRIORS]  # fmt: skip
+            if not all(found):
+                continue
+            cols = [f"{np.mean([r['mcc'] for r in rs]):.3f} ({min(r['mcc'] for r in rs):.3f}), "
+                    f"{np.mean([r['gap'] for r in rs]):.2f}" for rs in found]  # fmt: skip
+            lines.append(f"| {size} | {cell} ({len(found[0])}) | " + " | ".join(cols) + " |")
     return "\n".join(lines)
 
 
@@ -506,6 +546,10 @@ def report(cache: dict, cells: dict[str, dict]) -> str:
         "brackets the epochs run and the epoch kept (the best held-out log-likelihood).",
         "",
         *settings_table(cache, cells),
+        "",
+        *BATCH,
+        "",
+        *batch_table(cache, cells),
         "",
         *LIMITS,
         "",
