@@ -176,7 +176,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
     p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace; iflow also "
-                   f"student-t or shape (default {d.prior})")
+                   f"student-t, shape, or auto: train gauss, student-t and shape and keep the best held-out "
+                   f"log-likelihood (default {d.prior})")
     p.add_argument("--depth", type=positive_int, default=None,
                    help="flow depth, or the VAE's hidden layers (default: the flow's own; VAE 3)")
     p.add_argument("--hidden", type=positive_int, default=None,
@@ -249,11 +250,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--restarts", type=positive_int, default=1,
-        help="train K models (seeds S, S+1, ...) and keep the best by held-out log-likelihood (default 1)",
+        help="train K models (seeds S, S+1, ...; K per prior with --prior auto) and keep the best by held-out "
+        "log-likelihood (default 1)",
     )  # fmt: skip
     p.add_argument(
         "--jobs", type=positive_int, default=None,
-        help="restarts trained at once, one process each (default: K, at most the number of CPUs)",
+        help="restarts (and --prior auto's priors) trained at once, one process each (default: all of them, at "
+        "most the number of CPUs)",
     )  # fmt: skip
     p.add_argument("--compile", action="store_true", default=d.compile,
                    help="torch.compile the training loss: tens of seconds to compile on a model's first run, "
@@ -458,7 +461,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from .data.builtin import is_builtin, load_data
     from .inputs import single_label_warning
     from .rundir import discard_if_unused
-    from .runs import plan_run
+    from .selection import plan_candidates
     from .training import distributed
     from .training.checkpoint import CHECKPOINT_FILE, Checkpointing
     from .workflow import train_to_directory
@@ -467,7 +470,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     distributed.check_restarts(args.restarts)
     data = load_data(args.data, "train", args.u_cols, args.levels)
     test = load_data(args.data, "test") if is_builtin(args.data) else None
-    plan = plan_run(data, *configs_from(args))
+    plan, priors = plan_candidates(data, *configs_from(args))
+    distributed.check_prior_choice(priors)
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
     print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{plan.run.model_config.aux.describe()}")
     warning = None if is_builtin(args.data) else single_label_warning(plan.run)
@@ -476,7 +480,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     resuming = distributed.on_main(lambda: prepare_run_dir(args.out, args.overwrite, args.resume, resumable=True))
     checkpoint = Checkpointing(args.out / CHECKPOINT_FILE, every=args.checkpoint_every, resume=resuming)
     try:
-        outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test)
+        outcome = train_to_directory(plan, args.out, checkpoint, restarts=args.restarts, jobs=args.jobs, test=test,
+                                     priors=priors)  # fmt: skip
     except BaseException:
         if distributed.is_main():
             discard_if_unused(args.out)  # nothing was saved: leave nothing behind
@@ -488,7 +493,8 @@ def report_training(out: Path, metrics: dict, seconds: float) -> None:
     for restart in metrics.get("restarts", []):
         score = "" if restart["mcc"] is None else f", MCC {restart['mcc']:.4f}"
         kept = " (kept)" if restart["chosen"] else ""
-        print(f"restart seed {restart['seed']}: held-out log-likelihood {restart['val_log_likelihood']:.4f}{score}{kept}")
+        print(f"restart seed {restart['seed']}, prior {restart['prior']}: held-out log-likelihood "
+              f"{restart['val_log_likelihood']:.4f}{score}{kept}")
     if metrics["stop_reason"]:  # a closed-form model (FastICA, x itself) has no epochs
         print(f"{out}: stopped after {metrics['epochs_trained']} epochs ({metrics['stop_reason']}: "
               f"{STOP_REASONS[metrics['stop_reason']]}); kept epoch {metrics['best_epoch']}, the best held out")

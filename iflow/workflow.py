@@ -41,13 +41,16 @@ def default_jobs(restarts: int) -> int:
     return min(restarts, os.cpu_count() or 1)
 
 
-def train_restarts(plan: RunPlan, restarts: int, jobs: int | None, progress: bool) -> tuple[Run, TrainResult, list[Restart], float]:
-    """The kept run of ``restarts`` candidates (short-lived, not checkpointed), and the wall
-    time of all of them (parallel or not)."""
+def train_restarts(
+    plan: RunPlan, restarts: int, jobs: int | None, progress: bool, priors: tuple[str, ...] = ()
+) -> tuple[Run, TrainResult, list[Restart], float]:
+    """The kept run of ``restarts`` candidates for each of ``priors`` (short-lived, not checkpointed),
+    and the wall time of all of them (parallel or not)."""
     started = time.perf_counter()
+    count = restarts * max(1, len(priors))
     run, result, candidates = train_with_restarts(
         plan.data, plan.run.model_config, plan.run.train_config, restarts, progress,
-        jobs=jobs or default_jobs(restarts),
+        jobs=jobs or default_jobs(count), priors=priors,
     )  # fmt: skip
     return run, result, candidates, time.perf_counter() - started
 
@@ -82,14 +85,16 @@ def train_and_evaluate(
     test: Dataset | None = None,
     checkpoint: Checkpointing | None = None,
     progress: bool = True,
+    priors: tuple[str, ...] = (),
 ) -> Outcome:
-    """Train the planned run (best of ``restarts``) and evaluate it on its data (and on ``test``).
+    """Train the planned run (best of ``restarts``, and of ``priors`` when given: the plan's prior
+    replaced by each, as ``--prior auto`` does) and evaluate it on its data (and on ``test``).
 
     ``Outcome.seconds`` is the wall time of training (of all restarts, parallel or not); it is kept
     out of ``metrics``, so identical runs give identical metrics.
     """
-    if restarts > 1:
-        run, result, candidates, seconds = train_restarts(plan, restarts, jobs, progress)
+    if restarts > 1 or priors:
+        run, result, candidates, seconds = train_restarts(plan, restarts, jobs, progress, priors)
     else:
         (run, result), candidates = train_planned(plan, progress, checkpoint), []
         seconds = result.seconds

@@ -15,7 +15,8 @@ from iflow.cli import main
 from iflow.config import ModelConfig, TrainConfig
 from iflow.data.dataset import make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
-from iflow.selection import train_with_restarts
+from iflow.errors import UserError
+from iflow.selection import AUTO_PRIORS, plan_candidates, train_with_restarts
 from iflow.training.trainer import TrainResult
 
 # Fake restarts: validation log-likelihood by training seed, and an MCC that disagrees with it,
@@ -46,6 +47,42 @@ def test_restarts_keep_the_best_held_out_likelihood_not_the_best_mcc():
     assert [r.mcc for r in restarts] == [0.9, 0.5, 0.99, 0.7]  # MCC at the kept epoch, for the report
     assert math.isnan(restarts[2].val_log_likelihood)  # a diverged run is listed, never kept
     assert {c.split_seed for c in calls} == {10}  # every restart is scored on the same held-out rows
+
+
+PRIOR_LL = {"gauss": -2.0, "student-t": -1.0, "shape": -1.5}  # by prior; MCC again disagrees with it
+PRIOR_MCC = {"gauss": 0.9, "student-t": 0.6, "shape": 0.8}
+
+
+def test_prior_candidates_train_every_prior_and_keep_the_best_held_out_likelihood():
+    calls = []
+
+    def trainer(data, model_config, config, progress):
+        calls.append((model_config.prior, config.seed, config.split_seed))
+        history = [{"epoch": 1, "mcc": PRIOR_MCC[model_config.prior]}]
+        ll = PRIOR_LL[model_config.prior] - 0.1 * (config.seed - 3)  # the first seed of each prior is its best
+        result = TrainResult(history=history, best_epoch=1, best_val_log_likelihood=ll, seconds=1.0)
+        return f"run-{model_config.prior}-{config.seed}", result
+
+    data = make_dataset(np.zeros((4, 2), np.float32), np.zeros(4, np.int64))
+    run, _, candidates = train_with_restarts(data, ModelConfig(prior="laplace"), TrainConfig(seed=3), 2,
+                                             progress=False, trainer=trainer, priors=AUTO_PRIORS)  # fmt: skip
+    assert [(c.prior, c.seed) for c in candidates] == [(p, s) for p in AUTO_PRIORS for s in (3, 4)]
+    assert run == "run-student-t-3" and [c.chosen for c in candidates] == [False, False, True, False, False, False]
+    assert {split for _, _, split in calls} == {3}, "every candidate is scored on the same held-out rows"
+    assert "laplace" not in {prior for prior, _, _ in calls}, "the given prior is replaced by each candidate's"
+
+
+def test_prior_auto_is_planned_per_prior_and_refused_where_the_priors_do_not_apply():
+    synthetic = generate(SyntheticConfig(sources=2, segments=3, per_segment=100, seed=3))
+    labels = make_dataset(synthetic.x, synthetic.u, synthetic.s)
+    plan, priors = plan_candidates(labels, ModelConfig(prior="auto"), TrainConfig(epochs=1))
+    assert priors == AUTO_PRIORS and plan.run.model_config.prior == AUTO_PRIORS[0]
+    assert plan_candidates(labels, ModelConfig(prior="laplace"), TrainConfig(epochs=1))[1] == ()
+    with pytest.raises(UserError, match="model ivae"):
+        plan_candidates(labels, ModelConfig(model="ivae", prior="auto"), TrainConfig(epochs=1))
+    floats = make_dataset(synthetic.x, synthetic.x[:, :1].astype(np.float64), synthetic.s)
+    with pytest.raises(UserError, match="auto tries student-t.*integer labels"):
+        plan_candidates(floats, ModelConfig(prior="auto"), TrainConfig(epochs=1))
 
 
 def test_restarts_and_jobs_must_be_positive():
@@ -90,6 +127,21 @@ def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path, capsys):
     assert (run / "figures" / "restarts.png").is_file()
     out = capsys.readouterr().out
     assert out.count("restart seed") == 3 and out.count("(kept)") == 1
+
+
+def test_cli_prior_auto_saves_the_kept_prior_and_every_candidate(tmp_path, capsys):
+    data = tmp_path / "d.npz"
+    assert main(["data", "synthetic", "--sources", "2", "--segments", "3", "--per-segment", "100", "--out", str(data)]) == 0
+    run = tmp_path / "run"
+    args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "64", "--depth", "1", "--hidden", "8"]
+    assert main([*args, "--prior", "auto", "--jobs", "1", "--out", str(run)]) == 0
+    candidates = json.loads((run / "metrics.json").read_text())["restarts"]
+    assert [c["prior"] for c in candidates] == list(AUTO_PRIORS)
+    kept = max(candidates, key=lambda c: c["val_log_likelihood"])
+    assert kept["chosen"] and sum(c["chosen"] for c in candidates) == 1
+    assert json.loads((run / "config.json").read_text())["model"]["prior"] == kept["prior"]
+    assert main(["eval", "--run", str(run), "--data", str(data)]) == 0, "the kept run loads like any other"
+    assert capsys.readouterr().out.count(", prior ") == 3
 
 
 # --- worker processes end with their parent --------------------------------------------------------

@@ -198,6 +198,13 @@ def check_restarts(restarts: int) -> None:
         raise UserError(f"{param('restarts')} {restarts} cannot run under torchrun; train the restarts as separate runs")
 
 
+def check_prior_choice(priors: tuple[str, ...]) -> None:
+    """:class:`UserError` for ``--prior auto`` (``priors`` to choose among) under torchrun: one model per prior."""
+    if priors and launched():
+        raise UserError(f"{param('prior')} auto trains one model per prior and cannot run under torchrun; "
+                        f"name one {param('prior')}")  # fmt: skip
+
+
 def own_rows(batch: Tensor) -> Tensor:
     """This rank's contiguous share of a global batch: ``(batch_size, ...) -> (batch_size / world, ...)``."""
     if not active():

@@ -286,3 +286,6 @@ def test_under_torchrun_the_device_is_per_rank_and_restarts_are_refused(monkeypa
     with pytest.raises(UserError, match="restarts 2 cannot run under torchrun"):
         distributed.check_restarts(2)
     distributed.check_restarts(1)
+    with pytest.raises(UserError, match="prior auto trains one model per prior"):
+        distributed.check_prior_choice(("gauss", "shape"))
+    distributed.check_prior_choice(())
