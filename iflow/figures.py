@@ -79,7 +79,10 @@ def save_restarts_figure(restarts: list[dict], path: Path) -> None:
     """Scatter of held-out log-likelihood vs MCC over restarts (needs MCC, i.e. known sources)."""
     fig = Figure(figsize=(4.2, 3.4))
     chosen = next(i for i, r in enumerate(restarts) if r["chosen"])
-    ax = plot_restarts(fig.subplots(), [r["val_log_likelihood"] for r in restarts], [r["mcc"] for r in restarts], chosen)
+    priors = [r["prior"] for r in restarts]
+    labels = priors if len(set(priors)) > 1 else None  # --prior auto: say which point is which prior
+    ax = plot_restarts(fig.subplots(), [r["val_log_likelihood"] for r in restarts], [r["mcc"] for r in restarts], chosen,
+                       labels)  # fmt: skip
     ax.set_title("restarts: selection by held-out likelihood", fontsize=9)
     fig.tight_layout()
     save_figure(fig, path)

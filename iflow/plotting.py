@@ -80,9 +80,14 @@ def plot_image_grid(ax: Axes, images: np.ndarray, vmax: float | None = None) -> 
     return ax
 
 
-def plot_restarts(ax: Axes, val_log_likelihood: list[float], mcc: list[float], chosen: int) -> Axes:
-    """Held-out log-likelihood vs MCC, one point per restart; the kept one ringed."""
+def plot_restarts(
+    ax: Axes, val_log_likelihood: list[float], mcc: list[float], chosen: int, labels: list[str] | None = None
+) -> Axes:
+    """Held-out log-likelihood vs MCC, one point per restart; the kept one ringed; ``labels``
+    (e.g. each candidate's prior, ``--prior auto``) written beside the points."""
     ax.scatter(val_log_likelihood, mcc, s=25, label="restart")
+    for x, y, text in zip(val_log_likelihood, mcc, labels or [], strict=False):
+        ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
     ax.scatter([val_log_likelihood[chosen]], [mcc[chosen]], s=120, facecolors="none", edgecolors="red", label="kept")
     ax.set_xlabel("held-out log-likelihood (nats, standardised x)")
     ax.set_ylabel("MCC")

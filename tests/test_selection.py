@@ -144,6 +144,16 @@ def test_cli_prior_auto_saves_the_kept_prior_and_every_candidate(tmp_path, capsy
     assert capsys.readouterr().out.count(", prior ") == 3
 
 
+def test_restarts_plot_names_each_candidates_prior():
+    from matplotlib.figure import Figure
+
+    from iflow.plotting import plot_restarts
+
+    ax = plot_restarts(Figure().subplots(), [1.0, 2.0, 1.5], [0.8, 0.9, 0.7], 1, list(AUTO_PRIORS))
+    assert [t.get_text() for t in ax.texts] == list(AUTO_PRIORS)
+    assert not plot_restarts(Figure().subplots(), [1.0, 2.0], [0.8, 0.9], 0).texts, "plain restarts: no labels"
+
+
 # --- worker processes end with their parent --------------------------------------------------------
 
 
