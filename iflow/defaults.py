@@ -95,11 +95,12 @@ def task_of(data: Dataset) -> str:
 
 def batch_for(train_rows: int, d: TaskDefaults) -> int:
     """``d.batch_size``, halved while an epoch over ``train_rows`` rows would have fewer than
-    ``d.min_steps`` steps, but not below :data:`SMALLEST_BATCH`."""
+    ``d.min_steps`` steps, but not below :data:`SMALLEST_BATCH`; never more than ``train_rows``
+    (a default that asked for more rows than there are would stop training before its first step)."""
     batch = d.batch_size
     while batch > SMALLEST_BATCH and train_rows // batch < d.min_steps:
         batch //= 2
-    return batch
+    return max(1, min(batch, train_rows))
 
 
 def train_defaults(data: Dataset, config: TrainConfig, variational: bool = False) -> TrainConfig:

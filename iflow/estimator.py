@@ -53,17 +53,18 @@ class _RunEstimator(TransformerMixin, BaseEstimator):
         raise NotImplementedError
 
     def _train_config(self, n_samples: int) -> TrainConfig:
-        """The training options, with ``batch_size="auto"`` (or too large) set to fit the training rows."""
+        """The training options: None (and ``batch_size="auto"``) left for :func:`iflow.runs.plan_run` to fill
+        with the task's defaults, as ``iflow train`` does; a given batch larger than the training rows cut to them."""
         n_train = n_samples - round(n_samples * self.val_fraction)
-        batch_size = min(512, n_train) if self.batch_size == "auto" else self.batch_size
-        if batch_size > n_train:
+        batch_size = None if self.batch_size == "auto" else self.batch_size
+        if batch_size is not None and batch_size > n_train:
             warnings.warn(
                 f"batch_size={batch_size} is more than the {n_train} training rows; using {n_train}", stacklevel=3
             )
-            batch_size = n_train
+            batch_size = max(n_train, 1)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         return TrainConfig(
-            epochs=self.epochs, batch_size=max(batch_size, 1), lr=self.lr, val_fraction=self.val_fraction,
+            epochs=self.epochs, batch_size=batch_size, lr=self.lr, val_fraction=self.val_fraction,
             seed=seed, prior_fit=self.prior_fit, device=self.device, threads=self.threads, **self._extra_train_options(),
         )  # fmt: skip
 
@@ -148,9 +149,10 @@ class IdentifiableFlowICA(_RunEstimator):
 
     ``log p(x | u) = log p(g(x) | u) + log |det J_g(x)|``. Parameters are those of ``iflow train``
     (see :class:`iflow.config.ModelConfig` and :class:`iflow.config.TrainConfig`). There is no
-    ``n_components``: a flow is a bijection, so it has as many latents as features. ``batch_size="auto"`` is
-    512 or the number of training rows if fewer. ``random_state`` fixes the split, the initial weights
-    and the data order.
+    ``n_components``: a flow is a bijection, so it has as many latents as features. Options left at None
+    (and ``batch_size="auto"``) take the defaults ``iflow train`` takes for these data (iflow/defaults.py):
+    training to convergence, the task's learning rate and batch, the flow's sizes. ``random_state`` fixes
+    the split, the initial weights and the data order.
 
     Fitted attributes: ``run_`` (:class:`iflow.runs.Run`), ``history_`` (one dict per epoch),
     ``best_epoch_`` (kept by validation log-likelihood), ``n_components_``, ``n_features_in_``.
@@ -162,13 +164,13 @@ class IdentifiableFlowICA(_RunEstimator):
         flow: str = "spline",
         prior: str = "gauss",
         depth: int | None = None,
-        hidden: int = 64,
-        bins: int = 8,
-        epochs: int = 32,
+        hidden: int | None = None,
+        bins: int | None = None,
+        epochs: int | None = None,
         batch_size: int | str = "auto",
-        lr: float = 2e-2,
+        lr: float | None = None,
         val_fraction: float = 0.1,
-        prior_fit: str = "epoch",
+        prior_fit: str | None = None,
         linear_fit: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
@@ -221,8 +223,9 @@ class IVAEICA(_RunEstimator):
     ``transform(X, u)`` is the posterior mean E_q[z | x, u] (the encoder reads u), ``score`` an
     importance-weighted lower bound on log p(x | u) with ``iw_samples`` draws, ``sample`` the decoder
     mean at prior draws. Parameters are those of ``iflow train --model ivae``; ``n_components`` is the
-    latent dimension (None: the number of features). ``train_samples`` > 1 trains the
-    importance-weighted bound instead of the ELBO. In a ``Pipeline``, u reaches ``transform`` by
+    latent dimension (None: the number of features). ``train_samples`` 1 trains the ELBO, > 1 the
+    importance-weighted bound. Options left at None (and ``batch_size="auto"``) take the defaults of
+    ``iflow train --model ivae`` for these data (iflow/defaults.py). In a ``Pipeline``, u reaches ``transform`` by
     scikit-learn's metadata routing: with ``sklearn.set_config(enable_metadata_routing=True)`` and
     ``IVAEICA(...).set_transform_request(u=True)``, ``pipe.transform(X, u=u)``.
 
@@ -236,17 +239,17 @@ class IVAEICA(_RunEstimator):
         *,
         prior: str = "gauss",
         depth: int | None = None,
-        hidden: int = 64,
+        hidden: int | None = None,
         obs: str = "gaussian",
         noise_var: float = 0.01,
         encoder: str = "mlp",
-        train_samples: int = 1,
+        train_samples: int | None = None,
         iw_samples: int = 100,
-        epochs: int = 32,
+        epochs: int | None = None,
         batch_size: int | str = "auto",
-        lr: float = 3e-3,
+        lr: float | None = None,
         val_fraction: float = 0.1,
-        prior_fit: str = "epoch",
+        prior_fit: str | None = None,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
         threads: int = 1,

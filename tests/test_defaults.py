@@ -73,6 +73,17 @@ def test_recovery_batch_halves_until_an_epoch_has_its_steps(rows: int, batch: in
     assert train_defaults(data, TrainConfig(batch_size=1000)).batch_size == 1000, "a given batch wins"
 
 
+@pytest.mark.parametrize("variational", [False, True])
+@pytest.mark.parametrize(("labels", "n"), [(4, 50), (1, 100)])
+def test_default_batch_is_never_more_than_the_training_rows(labels: int, n: int, variational: bool) -> None:
+    """Data smaller than the task's batch (64 for recovery, 256 for density and the VAE family) train on
+    all their rows in one batch rather than failing before the first step; a given batch is kept."""
+    data = make_dataset(np.zeros((n, 2)), np.arange(n) % labels, name="tiny")
+    train_rows = n - round(0.1 * n)
+    assert train_defaults(data, TrainConfig(), variational).batch_size == train_rows
+    assert train_defaults(data, TrainConfig(batch_size=512), variational).batch_size == 512
+
+
 def test_batch_rule_is_the_recovery_tasks_alone() -> None:
     """The density task and the VAE family keep one batch at every size."""
     small = make_dataset(np.zeros((2_000, 2)), np.zeros(2_000, dtype=np.int64), name="one label")

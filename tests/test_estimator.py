@@ -15,9 +15,12 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import iflow.estimator
+from iflow.config import ModelConfig, TrainConfig
+from iflow.data.dataset import make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.estimator import IVAEICA, IdentifiableFlowICA
 from iflow.metrics import mcc
+from iflow.runs import plan_run
 
 TINY_FLOW = {"epochs": 1, "hidden": 8, "depth": 2, "random_state": 0}
 TINY_IVAE = {"epochs": 1, "hidden": 8, "depth": 1, "iw_samples": 4, "random_state": 0}
@@ -104,6 +107,19 @@ def test_score_is_in_the_units_of_x(synthetic):
     plain = clone(model).fit(x, u).score(x, u)
     scaled = clone(model).fit(10 * x, u).score(10 * x, u)
     assert scaled == pytest.approx(plain - 3 * math.log(10), abs=1e-3)
+
+
+@pytest.mark.parametrize(("estimator", "model"), [(IdentifiableFlowICA, "iflow"), (IVAEICA, "ivae")])
+def test_defaults_are_those_of_iflow_train(synthetic, estimator, model):
+    """An estimator left at its defaults trains what ``iflow train [--model ivae]`` trains on the same data:
+    the task's and model's filled values (to convergence, learning rate, batch, M-step, sizes), not a budget
+    of its own."""
+    x, u = synthetic.x[:300], synthetic.u[:300]
+    fitted = estimator(random_state=0).fit(x, u).run_
+    planned = plan_run(make_dataset(x, u), ModelConfig(model=model), TrainConfig(seed=fitted.train_config.seed)).run
+    assert fitted.train_config == planned.train_config
+    assert fitted.model_config == planned.model_config
+    assert fitted.train_config.epochs is None and fitted.train_config.batch_size <= 270
 
 
 def test_clone_get_params_set_params():
