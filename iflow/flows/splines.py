@@ -27,6 +27,7 @@ the identity) with this spline inside.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import NamedTuple
@@ -54,71 +55,85 @@ class _Constants(NamedTuple):
     min_derivative: float
 
 
-def _short_softmax(logits: Tensor) -> Tensor:
-    """Softmax over a short last axis (the K bins): ``(..., K) -> (..., K)``.
-
-    torch's CPU softmax kernel vectorises along the reduced axis, so on K = 8 it
-    is about 6x slower than this exp and sum (the same values within rounding).
-    """
-    exp = (logits - logits.amax(-1, keepdim=True)).exp_()
-    return exp.div_(exp.sum(-1, keepdim=True))
+@functools.cache
+def _cumulative(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """``(2K + 2, 2K)``: for widths and heights stacked ``(2K, n)``, the product gives each one's
+    knots 1 .. K-1 as cumulative sums of the sizes below them (rows 0 and K of each block are zero:
+    the end knots are set, not summed). A cumulative sum over the short bin axis as one matrix
+    product: ``torch.cumsum`` along a non-innermost axis of this size is several times slower."""
+    block = torch.ones(bins + 1, bins, dtype=dtype, device=device).tril(-1)
+    block[bins] = 0
+    return torch.block_diag(block, block)
 
 
 def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
-    """The knots and slopes at both ends of each point's bin, and what their gradient needs.
+    """The knots and raw slopes at both ends of each point's bin, and what their gradient needs.
 
-    ``params: (n, 3K - 1)`` (K unnormalised widths, K heights, K - 1 inner
-    derivatives); ``search: (n,)`` the points, clamped to ``[-B, B]``, located
-    among the x knots (forward) or the y knots (inverse). Returns ``(n, 3, 2)``:
-    rows x knot, y knot, slope; columns left and right end of the bin. Computed
-    as nflows does: softmax, floor, cumulative sum mapped to [-B, B] with the end
-    knots exactly -B and B, slopes ``min_derivative + softplus`` and 1 at the ends.
+    ``params: (3K - 1, n)``, one column per point (K unnormalised widths, K heights, K - 1 inner
+    derivatives); ``search: (n,)`` the points, clamped to ``[-B, B]``, located among the x knots
+    (forward) or the y knots (inverse). Returns ``(3, 2, n)``: rows x knot, y knot, raw slope
+    (before ``min_derivative + softplus``); columns left and right end of the bin. Computed as
+    nflows does: softmax, floor, cumulative sum mapped to [-B, B] with the end knots exactly -B and
+    B, the end slopes nflows' raw value for slope 1. Points run along the last axis, so every
+    operation here is a contiguous loop over n (on a trailing axis of K = 8 bins the reductions
+    and broadcasts of the softmax were 4-10x slower each).
     """
-    n, bins, bound = params.shape[0], c.bins, c.tail_bound
-    if c.min_bin_width == c.min_bin_height:
-        floor: float | Tensor = c.min_bin_width
-    else:
-        floor = params.new_tensor([[c.min_bin_width], [c.min_bin_height]])
-    probs = _short_softmax(params[:, : 2 * bins].reshape(n, 2, bins) / c.scale)
-    sizes = floor + (1 - floor * bins) * probs
-    inner = 2 * bound * torch.cumsum(sizes[..., :-1], dim=-1) - bound  # knots 1 .. K-1, as nflows computes them
+    bins, bound, n = c.bins, c.tail_bound, params.shape[1]
+    logits = params[: 2 * bins].view(2, bins, n)
+    if c.scale != 1.0:
+        logits = logits / c.scale
+    exp = (logits - logits.amax(1, keepdim=True)).exp_()
+    probs = exp.div_(exp.sum(1, keepdim=True))  # (2, K, n): bin widths and heights, before the floor
+    floor, stretch = _floors(c, params)
+    sizes = torch.mul(probs, stretch).add_(floor)
+    knots = params.new_empty(3, bins + 1, n)
+    xy = knots[:2]
+    torch.mm(_cumulative(bins, params.dtype, params.device), sizes.view(2 * bins, n), out=xy.view(-1, n))
+    xy.mul_(2 * bound).sub_(bound)
+    xy[:, 0] = -bound
+    xy[:, bins] = bound
+    knots[2, 1:bins] = params[2 * bins :]
+    knots[2, 0] = knots[2, bins] = _end_slope(c.min_derivative)
     # bin k is [knot_k, knot_{k+1}): nflows' convention, the last bin closed on the right
-    bin_idx = (search.unsqueeze(-1) >= inner[:, int(inverse)]).sum(-1, keepdim=True)  # (n, 1)
-    ends = inner.new_full((n, 2, 1), bound)
-    knots = torch.cat([-ends, inner, ends], dim=-1)  # (n, 2, K + 1)
-    both = torch.cat([bin_idx, bin_idx + 1], dim=-1)  # (n, 2): left and right knot of the bin
-    xy = knots.gather(-1, both.unsqueeze(1).expand(n, 2, 2))  # (n, [x, y], [left, right])
-    end_slope = math.log(math.exp(1 - c.min_derivative) - 1)  # softplus + min_derivative == 1, nflows' expression
-    raw = F.pad(params[:, 2 * bins :], (1, 1), value=end_slope).gather(-1, both)  # (n, [left, right])
-    slopes = c.min_derivative + F.softplus(raw)
-    return torch.cat([xy, slopes.unsqueeze(1)], dim=1), (probs, both, raw)
+    bin_idx = (search >= knots[int(inverse), 1:bins]).sum(0)  # (n,)
+    both = bin_idx + torch.arange(2, device=bin_idx.device).unsqueeze(1)  # (2, n): left and right knot
+    return knots.gather(1, both.expand(3, 2, n)), (probs, both)
+
+
+def _end_slope(min_derivative: float) -> float:
+    """The raw slope whose ``min_derivative + softplus`` is 1: nflows' expression."""
+    return math.log(math.exp(1 - min_derivative) - 1)
+
+
+def _floors(c: _Constants, like: Tensor) -> tuple[float | Tensor, float | Tensor]:
+    """The minimum sizes and ``1 - K * minimum``, of widths and heights: floats when equal, else ``(2, 1, 1)``."""
+    if c.min_bin_width == c.min_bin_height:
+        return c.min_bin_width, 1 - c.min_bin_width * c.bins
+    floor = like.new_tensor([c.min_bin_width, c.min_bin_height]).view(2, 1, 1)
+    return floor, 1 - floor * c.bins
 
 
 def _bin_table_grad(grad: Tensor, saved: tuple[Tensor, ...], c: _Constants) -> Tensor:
-    """Gradient of :func:`_bin_table` with respect to ``params``, given ``grad: (n, 3, 2)``.
+    """Gradient of :func:`_bin_table` with respect to ``params``: ``(3, 2, n) -> (3K - 1, n)``.
 
-    The bin index is piecewise constant. The gradient is scattered back onto the
-    K + 1 knots and slopes of each row; knot j (0 < j < K) is
-    2B sum_{i<j} size_i - B, so size i collects the knot gradients of
-    j = i + 1 .. K - 1 (a cumulative sum); the end knots and slopes are
-    constants. Then the softmax and the softplus.
+    The bin index is piecewise constant. The gradient is scattered back onto the K + 1 knots and
+    raw slopes of each point; the end knots and slopes are constants. A size collects the
+    gradients of the knots above it (the transposed cumulative sum), then the softmax.
     """
-    probs, both, raw = saved
-    n, bins = grad.shape[0], c.bins
-    grad = torch.cat([grad[:, :2], (grad[:, 2] * torch.sigmoid(raw)).unsqueeze(1)], dim=1)  # softplus' = sigmoid
-    on_knots = grad.new_zeros(n, 3, bins + 1).scatter_add_(-1, both.unsqueeze(1).expand(n, 3, 2), grad)
-    below = on_knots[:, :2, :bins].cumsum(-1)  # (n, 2, K): gradient of knots 0 .. i
-    floor = (
-        c.min_bin_width
-        if c.min_bin_width == c.min_bin_height
-        else grad.new_tensor([[c.min_bin_width], [c.min_bin_height]])
-    )
-    grad_probs = (below[..., -1:] - below) * ((2 * c.tail_bound / c.scale) * (1 - floor * bins))
-    grad_logits = probs * (grad_probs - (grad_probs * probs).sum(-1, keepdim=True))
-    return torch.cat([grad_logits.reshape(n, 2 * bins), on_knots[:, 2, 1:bins]], dim=-1)
+    probs, both = saved
+    bins, n = c.bins, grad.shape[-1]
+    on_knots = grad.new_zeros(3, bins + 1, n).scatter_add_(1, both.expand(3, 2, n), grad)
+    _, stretch = _floors(c, grad)
+    grad_sizes = torch.mm(_cumulative(bins, grad.dtype, grad.device).t(), on_knots[:2].view(-1, n)).view(2, bins, n)
+    grad_probs = grad_sizes.mul_(stretch * (2 * c.tail_bound / c.scale))  # a float, or (2, 1, 1)
+    grad_params = grad.new_empty(3 * bins - 1, n)
+    torch.mul(probs, grad_probs.sub_((grad_probs * probs).sum(1, keepdim=True)),
+              out=grad_params[: 2 * bins].view(2, bins, n))  # fmt: skip
+    grad_params[2 * bins :] = on_knots[2, 1:bins]
+    return grad_params
 
 
-class _BinQuantities(torch.autograd.Function):
+class _BinTable(torch.autograd.Function):
     """:func:`_bin_table` as an autograd function (used by the inverse)."""
 
     @staticmethod
@@ -137,28 +152,29 @@ class _BinQuantities(torch.autograd.Function):
 class _ForwardSpline(torch.autograd.Function):
     """The spline x -> y with its log-derivative, and a hand-written backward pass.
 
-    With theta = (x - x_k) / w, u = 1 - theta, T = theta u, delta = h / w and
-    s = d_k + d_{k+1} - 2 delta (nflows' formulas):
+    ``inputs: (n,)``, ``params: (3K - 1, n)``. With theta = (x - x_k) / w, u = 1 - theta,
+    T = theta u, delta = h / w and s = d_k + d_{k+1} - 2 delta (nflows' formulas):
 
         y = y_k + h N / D,                 N = delta theta^2 + d_k T,   D = delta + s T
         log dy/dx = log(delta^2 M) - 2 log D,   M = d_{k+1} theta^2 + 2 delta T + d_k u^2
 
     Backward: the partial derivatives of y and log dy/dx in theta, delta, h, d_k
     and d_{k+1} (dy/dtheta = w dy/dx = h delta M / D^2), then through theta and
-    delta to the knots and x, then :func:`_bin_table_grad`. Outside ``[-B, B]``:
-    y = x and log dy/dx = 0.
+    delta to the knots and x, the softplus of the slopes, then :func:`_bin_table_grad`.
+    Outside ``[-B, B]``: y = x and log dy/dx = 0.
     """
 
     @staticmethod
     def forward(ctx: FunctionCtx, inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
         outside = inputs.abs() > c.tail_bound
         clamped = inputs.clamp(-c.tail_bound, c.tail_bound)
-        table, saved = _bin_table(params, clamped.reshape(-1), c, inverse=False)
-        table = table.reshape(inputs.shape + (3, 2))
-        x_lo, y_lo = table[..., 0, 0], table[..., 1, 0]
-        d_lo, d_hi = table[..., 2, 0], table[..., 2, 1]
-        sizes = table[..., :2, 1] - table[..., :2, 0]
-        width, height = sizes[..., 0], sizes[..., 1]
+        table, saved = _bin_table(params, clamped, c, inverse=False)
+        lo, raw = table[:2, 0], table[2]  # (2, n) left x and y knots; (2, n) raw slopes left and right
+        x_lo, y_lo = lo[0], lo[1]
+        sizes = table[:2, 1] - lo
+        width, height = sizes[0], sizes[1]
+        slopes = F.softplus(raw).add_(c.min_derivative)
+        d_lo, d_hi = slopes[0], slopes[1]
         delta = height / width
         theta = (clamped - x_lo) / width
         u = 1 - theta
@@ -171,7 +187,7 @@ class _ForwardSpline(torch.autograd.Function):
         m = torch.addcmul(d_hi * theta2, delta, t, value=2).addcmul_(d_lo, u2)
         logabsdet = torch.log(delta.square().mul_(m)).sub_(torch.log(den), alpha=2).masked_fill_(outside, 0.0)
         ctx.save_for_backward(
-            outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, *saved
+            outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, raw, *saved
         )
         ctx.constants = c
         return outputs, logabsdet
@@ -179,7 +195,7 @@ class _ForwardSpline(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, grad_out: Tensor, grad_logdet: Tensor) -> tuple[Tensor, Tensor, None]:
-        outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, *saved = (
+        outside, theta, u, t, theta2, u2, width, height, delta, d_lo, d_hi, slope_sum, den, shape, m, raw, *saved = (
             ctx.saved_tensors
         )
         gy = grad_out.masked_fill(outside, 0.0)
@@ -210,20 +226,20 @@ class _ForwardSpline(torch.autograd.Function):
         g_x_hi = torch.neg(g_theta_w).sub_(g_x_lo)
         g_y_hi = g_height.add_(g_delta_w)
         g_y_lo = gy - g_y_hi
-        grad_table = torch.stack([g_x_lo, g_x_hi, g_y_lo, g_y_hi, g_d_lo, g_d_hi], dim=-1).reshape(-1, 3, 2)
+        grad_table = torch.stack([g_x_lo, g_x_hi, g_y_lo, g_y_hi, g_d_lo, g_d_hi]).view(3, 2, -1)
+        grad_table[2].mul_(torch.sigmoid(raw))  # softplus' = sigmoid
         grad_inputs = torch.where(outside, grad_out, g_theta_w)
         return grad_inputs, _bin_table_grad(grad_table, saved, ctx.constants), None
 
 
 def _inverse_spline(inputs: Tensor, params: Tensor, c: _Constants) -> tuple[Tensor, Tensor]:
-    """The inverse y -> x (nflows' root formula) on autograd, and its log-derivative."""
+    """The inverse y -> x (nflows' root formula) on autograd, and its log-derivative; shapes as
+    :class:`_ForwardSpline`'s."""
     bound = c.tail_bound
     inside = (inputs >= -bound) & (inputs <= bound)
     clamped = inputs.clamp(-bound, bound)
-    table = _BinQuantities.apply(params, clamped.detach().reshape(-1), c, True)
-    (x_lo, x_hi), (y_lo, y_hi), (d_lo, d_hi) = (
-        row.unbind(-1) for row in table.reshape(inputs.shape + (3, 2)).unbind(-2)
-    )
+    (x_lo, x_hi), (y_lo, y_hi), raw = _BinTable.apply(params, clamped.detach(), c, True).unbind(0)
+    d_lo, d_hi = (F.softplus(raw) + c.min_derivative).unbind(0)
     width = x_hi - x_lo
     height = y_hi - y_lo
     delta = height / width
@@ -264,10 +280,9 @@ def spline_from_packed(
     if min_bin_height * bins > 1.0:
         raise ValueError("Minimal bin height too large for the number of bins")
     c = _Constants(bins, float(tail_bound), float(scale), min_bin_width, min_bin_height, min_derivative)
-    params = params.reshape(inputs.numel(), 3 * bins - 1)
-    if inverse:
-        return _inverse_spline(inputs, params, c)
-    return _ForwardSpline.apply(inputs, params, c)
+    columns = params.reshape(inputs.numel(), 3 * bins - 1).t().contiguous()  # (3K - 1, n): see _bin_table
+    outputs, logabsdet = (_inverse_spline if inverse else _ForwardSpline.apply)(inputs.reshape(-1), columns, c)
+    return outputs.view(inputs.shape), logabsdet.view(inputs.shape)
 
 
 def rational_quadratic_spline(
