@@ -55,8 +55,7 @@ class _Constants(NamedTuple):
     min_derivative: float
 
 
-@functools.cache
-def _cumulative(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+def _cumulative_matrix(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """``(2K + 2, 2K)``: for widths and heights stacked ``(2K, n)``, the product gives each one's
     knots 1 .. K-1 as cumulative sums of the sizes below them (rows 0 and K of each block are zero:
     the end knots are set, not summed). A cumulative sum over the short bin axis as one matrix
@@ -64,6 +63,17 @@ def _cumulative(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     block = torch.ones(bins + 1, bins, dtype=dtype, device=device).tril(-1)
     block[bins] = 0
     return torch.block_diag(block, block)
+
+
+_cached_cumulative = functools.cache(_cumulative_matrix)
+
+
+def _cumulative(bins: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """:func:`_cumulative_matrix`, made once per (K, dtype, device); under ``torch.compile`` built in
+    the graph instead (a constant there), since dynamo traces through a cache and warns that it did."""
+    if torch.compiler.is_compiling():
+        return _cumulative_matrix(bins, dtype, device)
+    return _cached_cumulative(bins, dtype, device)
 
 
 def _bin_table(params: Tensor, search: Tensor, c: _Constants, inverse: bool) -> tuple[Tensor, tuple[Tensor, ...]]:
