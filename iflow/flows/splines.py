@@ -9,14 +9,17 @@ differs in how: nflows selects the points inside ``[-B, B]`` by boolean
 indexing, writes them back by index-put, searches bins with a tolerance hack and
 gathers six tables one by one, all under autograd; here every point goes through
 the spline (clamped to the interval) and one ``torch.where`` restores the linear
-tails, the bin is a count of inner knots below the point, one gather reads the
-bin's knots and one its slopes, and the forward direction (the one training
-differentiates) has a hand-written backward pass, so autograd records one node
-instead of about a hundred. On iflow's sizes (batch 512, 3 transformed features,
-8 bins) forward + backward of the spline alone is about 2x faster than
-nflows'; the whole training step of the default flow was 1.35x faster when
-it replaced nflows' coupling (benchmarks/throughput.md now compares the whole
-flow with a plain autograd flow of the same architecture). First-order
+tails, the parameters are laid out as columns, one per point (so the softmax
+over the bins and the knots' cumulative sum, a matrix product, are contiguous
+loops over the points), the bin is a count of inner knots below the point, one
+gather reads the bin's knots and slopes, and the forward direction (the one
+training differentiates) has a hand-written backward pass, so autograd records
+one node instead of about a hundred. On iflow's sizes (batch 512, 3 transformed
+features, 8 bins) forward + backward of the spline alone is about 2x faster
+than nflows'; the whole training step of the default flow was 1.35x faster
+when it replaced nflows' coupling, and 1.04x faster again with the column
+layout (benchmarks/throughput.md compares the whole flow with a plain autograd
+flow of the same architecture). First-order
 gradients only: the backward pass is not itself differentiable (nothing in
 iflow needs second derivatives).
 
