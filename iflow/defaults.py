@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .config import ModelConfig, TrainConfig
-from .data.dataset import Dataset
+from .data.dataset import Dataset, validation_rows
 
 
 @dataclass(frozen=True)
@@ -108,7 +108,7 @@ def train_defaults(data: Dataset, config: TrainConfig, variational: bool = False
     (``variational``: the VAE family's, see :func:`defaults_for`)."""
     task = config.task or task_of(data)
     d = defaults_for(task, variational)
-    train_rows = len(data) - round(len(data) * config.val_fraction)  # as split_indices splits
+    train_rows = len(data) - validation_rows(len(data), config.val_fraction)
     return replace(
         config,
         task=task,

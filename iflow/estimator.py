@@ -35,7 +35,7 @@ from sklearn.utils import Tags, check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from .config import ModelConfig, TrainConfig
-from .data.dataset import Dataset, make_dataset
+from .data.dataset import Dataset, make_dataset, validation_rows
 from .errors import UserError
 from .runs import encode_dataset, evaluate, sample, train
 from .runtime import batched
@@ -55,7 +55,7 @@ class _RunEstimator(TransformerMixin, BaseEstimator):
     def _train_config(self, n_samples: int) -> TrainConfig:
         """The training options: None (and ``batch_size="auto"``) left for :func:`iflow.runs.plan_run` to fill
         with the task's defaults, as ``iflow train`` does; a given batch larger than the training rows cut to them."""
-        n_train = n_samples - round(n_samples * self.val_fraction)
+        n_train = n_samples - validation_rows(n_samples, self.val_fraction)
         batch_size = None if self.batch_size == "auto" else self.batch_size
         if batch_size is not None and batch_size > n_train:
             warnings.warn(

@@ -334,8 +334,13 @@ def check_aux(u: np.ndarray, spec: AuxSpec, name: str) -> None:
         raise UserError(f"{name}: the model expects u of shape (n, {spec.aux_dim}), got {u.shape}")
 
 
+def validation_rows(n: int, val_fraction: float) -> int:
+    """How many of ``n`` rows :func:`split_indices` holds out for validation."""
+    return round(n * val_fraction)
+
+
 def split_indices(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random split into (train, validation) row indices."""
     perm = np.random.default_rng(seed).permutation(n)
-    n_val = round(n * val_fraction)
+    n_val = validation_rows(n, val_fraction)
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
