@@ -11,6 +11,7 @@ from iflow.consistency import consistency
 from iflow.estimator import IdentifiableFlowICA
 from iflow.runs import encode_dataset, evaluate, plan_run, sample, train_planned
 from iflow.runtime import EVAL_BATCH, batched, denormals_flushed
+from iflow.training.trainer import WARM_START_ROWS
 from tests import helpers
 
 
@@ -21,7 +22,7 @@ def largest_model_calls(n: int, monkeypatch) -> dict[str, int]:
     flow, stage, largest = plan.run.model.flow, ["train"], {}
 
     def record(rows: int) -> None:
-        name = "warm start" if not largest else stage[0]  # fit's first pass: a strided subset of < 2 blocks
+        name = "warm start" if not largest else stage[0]  # fit's first pass: a strided subset
         largest[name] = max(largest.get(name, 0), rows)
 
     flow.register_forward_pre_hook(lambda _module, args: record(args[0].shape[0]))
@@ -41,7 +42,7 @@ def largest_model_calls(n: int, monkeypatch) -> dict[str, int]:
 def test_no_full_data_pass_hands_the_model_more_rows_as_the_data_grow(monkeypatch):
     small, large = largest_model_calls(3 * EVAL_BATCH, monkeypatch), largest_model_calls(6 * EVAL_BATCH, monkeypatch)
     assert set(small) == {"warm start", "train", "evaluate", "encode", "consistency", "sample"}
-    assert small["warm start"] < 2 * EVAL_BATCH and large["warm start"] < 2 * EVAL_BATCH
+    assert small["warm start"] < 2 * WARM_START_ROWS and large["warm start"] < 2 * WARM_START_ROWS
     del small["warm start"], large["warm start"]
     assert small == large, "a pass whose blocks grow with the data"
     assert max(large.values()) == EVAL_BATCH

@@ -36,7 +36,7 @@ from ..data.dequantization import dequantize
 from ..defaults import train_defaults
 from ..errors import UserError, param
 from ..protocols import Model, trains_on_a_bound
-from ..runtime import EVAL_BATCH, as_tensors, batched, denormals_flushed, resolve_device, seed_everything
+from ..runtime import as_tensors, batched, denormals_flushed, resolve_device, seed_everything
 from . import distributed
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
 from .compiled import training_loss
@@ -47,6 +47,8 @@ from .schedule import end_epoch as schedule_end_epoch
 from .schedule import make_schedule, scale_learning_rate
 from .step_tally import StepTally
 from .stopping import StoppingRule
+
+WARM_START_ROWS = 8192  # about this many rows, strided over the data, set the data-dependent inits
 
 LR_DECAY = 0.1  # learning-rate factor after each divergence
 MAX_RETRIES = 3  # learning-rate reductions before giving up
@@ -133,7 +135,7 @@ def refit_prior(model: Model, x: Tensor, u: Tensor) -> bool:
 
 def warm_start(model: Model, x: Tensor, u: Tensor) -> None:
     """Data-dependent start: one training-mode pass (actnorm inits), then the prior's M-step."""
-    every = max(1, x.shape[0] // EVAL_BATCH)  # a strided subset spans all segments
+    every = max(1, x.shape[0] // WARM_START_ROWS)  # a strided subset spans all segments
     model.train()
     with torch.no_grad():
         model.log_prob(x[::every], u[::every])
