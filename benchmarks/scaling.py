@@ -120,6 +120,8 @@ def report(rows: list[dict], command: str) -> str:
     growth = (last["peak_rss_mb"] - last["rss_loaded_mb"] - first["peak_rss_mb"] + first["rss_loaded_mb"]) / (
         last["data_mb"] - first["data_mb"]
     )
+    from iflow.runtime import EVAL_BATCH
+
     return "\n".join([
         "# Cost linear in the data",
         "",
@@ -140,7 +142,7 @@ def report(rows: list[dict], command: str) -> str:
         f"(target: within {100 * TARGET:.0f}%, {verdict}). Memory above the loaded data grows by {growth:.1f} MB per MB of",
         f"data from {first['samples']:,} to {last['samples']:,} samples; by the code, working copies of the data (the standardised",
         "x, the training and validation rows, the latents of every row, float64 copies for the linear refit and the",
-        "MCC), while every pass through the model runs in blocks of at most 8192 rows (`tests/test_runtime.py`).",
+        f"MCC), while every pass through the model runs in blocks of at most {EVAL_BATCH} rows (`tests/test_runtime.py`).",
         "",
     ])
 

@@ -18,7 +18,7 @@ from tests import helpers
 def largest_model_calls(n: int, monkeypatch) -> dict[str, int]:
     """The most rows one call of the flow (forward) or the model's decode saw in each stage, on ``n`` rows."""
     data = helpers.tiny_data(n, 2)
-    plan = plan_run(data, ModelConfig(flow="realnvp", depth=1, hidden=4), TrainConfig(epochs=1, batch_size=4096))
+    plan = plan_run(data, ModelConfig(flow="realnvp", depth=1, hidden=4), TrainConfig(epochs=1, batch_size=EVAL_BATCH // 2))
     flow, stage, largest = plan.run.model.flow, ["train"], {}
 
     def record(rows: int) -> None:
