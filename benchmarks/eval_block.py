@@ -1,11 +1,12 @@
 """Rows per block of the full-data passes (``iflow.runtime.EVAL_BATCH``), side by side.
 
-    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/eval_block.py --rounds 5
+    OMP_NUM_THREADS=1 nice -n 10 python benchmarks/eval_block.py --rounds 10
 
 Each default flow as ``plan_run`` builds it for its data (the default synthetic benchmark with
 the spline, RealNVP and Glow flows; ``digits`` with its default, its rows repeated to 16,384),
-untrained (the same operations as trained), on one thread: the epoch end's encode of every row and the log-density of every row
-(validation and ``eval``), without gradients, in blocks of each size. Sizes run in a new random
+untrained (the same operations as trained), on one thread: the epoch end's encode of every row
+and the log-density of every row (validation and ``eval``), without gradients, in blocks of
+each size. Sizes run in a new random
 order each round in one process; the table gives the median over rounds and the ratio to 8192 (the
 block before). Writes ``benchmarks/eval_block.md``.
 """
@@ -16,6 +17,7 @@ import argparse
 import random
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -55,7 +57,8 @@ def cases() -> dict[str, tuple]:
 
 
 @torch.no_grad()
-def seconds(fn, x: torch.Tensor, u: torch.Tensor, size: int) -> float:
+def seconds(fn: Callable[..., torch.Tensor], x: torch.Tensor, u: torch.Tensor, size: int) -> float:
+    """Wall seconds of one pass of ``fn`` over ``x, u`` in blocks of ``size`` rows."""
     started = time.perf_counter()
     batched(fn, x, u, size=size)
     return time.perf_counter() - started
@@ -63,7 +66,7 @@ def seconds(fn, x: torch.Tensor, u: torch.Tensor, size: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(1)
     models = cases()

@@ -38,7 +38,7 @@ REPORT = HERE / "scaling.md"
 SIZES = (10_000, 30_000, 100_000, 300_000, 1_000_000)
 QUICK_SIZES = (10_000, 30_000, 100_000)
 SEGMENTS = 40
-TARGET = 0.2  # time per sample within 20% of the smallest size's
+TARGET = 0.2  # every size's CPU s / epoch within 20% of the fitted line a + b N
 BATCH = 512
 
 
