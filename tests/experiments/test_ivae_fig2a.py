@@ -1,8 +1,13 @@
-import numpy as np
+import dataclasses
 
+import numpy as np
+from torch import nn
+
+from iflow.data.dataset import AuxSpec
 from iflow.data.noisy_ceiling import mix
 from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.experiments import ivae_fig2a
+from iflow.models.build import build_model
 
 
 def test_shared_mixing_reuses_the_first_matrix_and_adds_noise_sd_01():
@@ -37,3 +42,12 @@ def test_quick_run_and_report(tmp_path):
     assert (
         "| paper |" in (tmp_path / "ivae_fig2a.md").read_text() and "0.952" in (tmp_path / "ivae_fig2a.md").read_text()
     )
+
+
+def test_paper_networks_have_the_authors_three_linear_layers_of_100_units():
+    """The authors' MLP(n_layers=3, hidden_dim=100) is 3 linear layers; iflow's depth counts hidden layers."""
+    config = dataclasses.replace(ivae_fig2a.PAPER_MODEL, dim=5, latent_dim=5, aux=AuxSpec("labels", n_labels=40))
+    model = build_model(config)
+    for net in (model.encoder.net, model.decoder):
+        linear = [m for m in net.modules() if isinstance(m, nn.Linear)]
+        assert len(linear) == 3 and [m.out_features for m in linear[:-1]] == [100, 100]
