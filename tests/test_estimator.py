@@ -106,7 +106,9 @@ def test_score_is_in_the_units_of_x(synthetic):
     model = IdentifiableFlowICA(epochs=2, random_state=0)
     plain = clone(model).fit(x, u).score(x, u)
     scaled = clone(model).fit(10 * x, u).score(10 * x, u)
-    assert scaled == pytest.approx(plain - 3 * math.log(10), abs=1e-3)
+    # the standardised inputs differ in their last bits, and two epochs at lr 2e-2 carry that to about 1e-3
+    # nats; a unit missed would be off by 3 ln 10 = 6.9
+    assert scaled == pytest.approx(plain - 3 * math.log(10), abs=1e-2)
 
 
 @pytest.mark.parametrize(("estimator", "model"), [(IdentifiableFlowICA, "iflow"), (IVAEICA, "ivae")])

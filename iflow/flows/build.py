@@ -187,6 +187,18 @@ class ActNorm(_NflowsActNorm):
         scale, shift = self._broadcastable_scale_shift(inputs)
         return (inputs - shift) / scale, -self._logabsdet(inputs)
 
+    @torch.no_grad()
+    def _initialize(self, inputs: Tensor) -> None:
+        """nflows' data-dependent start (zero mean, unit variance per feature or channel), written in
+        place: nflows rebinds the parameters' ``.data``, which would cut them from the optimizer's
+        flat buffer (iflow/training/flat_parameters.py)."""
+        if inputs.dim() == 4:
+            inputs = inputs.permute(0, 2, 3, 1).reshape(-1, inputs.shape[1])
+        std = inputs.std(dim=0)
+        self.log_scale.copy_(-torch.log(std))
+        self.shift.copy_(-(inputs / std).mean(dim=0))
+        self.initialized.fill_(True)
+
     def _logabsdet(self, inputs: Tensor) -> Tensor:
         """``(batch,)``: the log-scales' sum, times the pixels of ``(B, C, H, W)`` inputs."""
         pixels = inputs.shape[2] * inputs.shape[3] if inputs.dim() == 4 else 1

@@ -41,6 +41,7 @@ from . import distributed
 from .checkpoint import Checkpointing, check_same_run, load_checkpoint, restore_rng_states, rng_states, run_identity
 from .compiled import training_loss
 from .epoch_end import EpochLatents, TrainingTensors, refits_for, source_mcc, uses_linear_fit
+from .flat_parameters import StepParameters, step_parameters
 from .precision import training_precision
 from .progress import ProgressReport
 from .schedule import end_epoch as schedule_end_epoch
@@ -156,14 +157,16 @@ def train_step(
 
     ``loss_module(x, u)`` is the model's loss (:func:`~iflow.training.distributed.loss_module`):
     under DDP only a call of the wrapped module averages the gradients over the ranks. The
-    gradients clipped (to total norm ``clip``) are those of the ``optimizer``'s parameters.
+    gradients clipped (to total norm ``clip``) are those of the ``optimizer``'s parameters: with
+    :func:`~iflow.training.flat_parameters.step_parameters`, a few flat tensors. Gradients are
+    zeroed in place, since those of flat parameters are views.
 
     A non-finite step is taken all the same (its parameters turn non-finite): the trainer
     reads the flag once after the epoch's steps (:class:`~iflow.training.step_tally.StepTally`)
     and rolls back to the epoch's start, as it did when it checked every step.
     """
     loss = loss_module(x, u)
-    optimizer.zero_grad(set_to_none=True)
+    optimizer.zero_grad(set_to_none=False)
     loss.backward()
     # the optimizer's list of the model's parameters (wrapped or not): walking the module tree for them cost
     # about 0.1 ms of the default step
@@ -204,6 +207,7 @@ class Trainer:
     generator: torch.Generator
     progress: Progress
     rule: StoppingRule
+    parameters: StepParameters  # what the steps update, and the flat buffers checked after every epoch
     checkpoint: Checkpointing | None = None
     identity: dict | None = None
     epoch_start: dict | None = None  # the rollback point: the state when this epoch's order was drawn
@@ -334,6 +338,8 @@ class Trainer:
     def end_epoch(self, refits: list) -> dict | None:
         """Refits, validation and tracking after the steps; the epoch's record, or None after a rollback."""
         p, t = self.progress, self.tensors
+        for group in self.parameters.flat:
+            group.check()
         self.model.eval()
         latents = EpochLatents(self.model, t)
         if t.s is not None:
@@ -377,16 +383,19 @@ def start_trainer(
     tensors = training_tensors(data, split, config.seed, device)
     if config.prior_fit in ("init", "epoch"):
         warm_start(model, tensors.x_fit, tensors.u_train)
+    # the linear refit resets its layer's Adam state on its own, so that layer stays apart from the flat buffer
+    refit_layer = model.final_linear()
+    parameters = step_parameters(model, list(refit_layer.parameters()) if refit_layer is not None else [])
     loss_module = distributed.loss_module(training_loss(model, config))  # compiled when asked, DDP under torchrun
     # fused: one kernel over all parameters, about 3.5x faster than foreach's list ops on the CPU (about 8% of the
     # default step), the same update to rounding (float64: 3e-13 apart after 50 steps)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True)
+    optimizer = torch.optim.Adam(parameters.optimized, lr=config.lr, weight_decay=config.weight_decay, fused=True)
     schedule = make_schedule(optimizer, config, len(tensors.train_idx) // config.batch_size)
     generator = torch.Generator(device=device).manual_seed(config.seed)  # data order and dequantisation noise
     progress = Progress(best_state=copy.deepcopy(model.state_dict()))
     identity = run_identity(data, config, {**(checkpoint.context if checkpoint is not None else {}), **distributed.identity()})
     trainer = Trainer(model, loss_module, config, tensors, optimizer, schedule, generator, progress, StoppingRule.from_config(config),
-                      checkpoint, identity)  # fmt: skip
+                      parameters, checkpoint, identity)  # fmt: skip
     if checkpoint is not None and checkpoint.resume and checkpoint.path.exists():
         trainer.resume()
     return trainer

@@ -118,9 +118,9 @@ def host_read_step(losses: list[float]) -> Callable:
 
     def step(loss_module: nn.Module, optimizer: torch.optim.Optimizer, x: Tensor, u: Tensor, clip: float):
         loss = loss_module(x, u)
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=False)
         loss.backward()
-        norm = nn.utils.clip_grad_norm_(loss_module.parameters(), clip, foreach=True)
+        norm = nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip, foreach=True)
         value, norm_value = torch.stack([loss.detach(), norm.to(loss.dtype)]).tolist()
         finite = math.isfinite(value) and math.isfinite(norm_value)
         if finite:
