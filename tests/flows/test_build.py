@@ -7,7 +7,6 @@ from iflow.flows.build import (
     FLOWS,
     ActNorm,
     AffineCoupling,
-    Conditioner,
     ElementwiseSpline,
     LULinear,
     alternating_mask,
@@ -16,6 +15,7 @@ from iflow.flows.build import (
     options_for,
     residual_net_factory,
 )
+from iflow.flows.conditioner import Conditioner
 from tests.helpers import randomize
 
 DIM = 5
