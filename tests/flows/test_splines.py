@@ -124,11 +124,18 @@ def test_bin_edges_and_tail_bound_follow_nflows():
         torch.testing.assert_close(new, ref, rtol=1e-12, atol=1e-12)
 
 
+def nflows_net(in_features: int, out_features: int) -> torch.nn.Module:
+    from nflows.nn.nets import ResidualNet
+
+    return ResidualNet(in_features, out_features, 16)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_coupling_matches_nflows_coupling(dtype):
+@pytest.mark.parametrize("conditioner", ["iflow", "nflows"])  # iflow's inlined network, or any module
+def test_coupling_matches_nflows_coupling(dtype, conditioner):
     """Same parameters, same conditioner: the same layer, forward, inverse and gradients."""
     torch.manual_seed(0)
-    net = residual_net_factory(16, identity_bias=spline_identity_bias(6))
+    net = residual_net_factory(16, identity_bias=spline_identity_bias(6)) if conditioner == "iflow" else nflows_net
     ours = RationalQuadraticCoupling(alternating_mask(5, 1), net, num_bins=6, tail_bound=BOUND).to(dtype)
     theirs = PiecewiseRationalQuadraticCouplingTransform(
         alternating_mask(5, 1), net, num_bins=6, tails="linear", tail_bound=BOUND
