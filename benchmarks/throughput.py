@@ -5,7 +5,9 @@ the same layers, masks, conditioner, spline and prior, holding the same weights 
 parameter counts are asserted equal, and the two log-likelihoods on the batch too).
 Both are timed interleaved over several rounds in one process, per cell of a grid of
 dimensions and batch sizes: a training step (iflow's ``train_step``: loss, backward,
-gradient clipping, fused Adam), the log-likelihood (no gradient) and sampling. Reported
+gradient clipping, Adam; for both flows the same ``foreach`` Adam over the model's own parameter
+tensors, so the ratio compares the flows, not the trainer's fused Adam over one flat buffer, which
+``benchmarks/speedup.py`` measures), the log-likelihood (no gradient) and sampling. Reported
 as ratios (reference time / iflow time: above 1 iflow is faster), since the machine is
 shared; the achieved FLOP/s of the training step (6 x weights of the linear layers x
 batch) as a fraction of a 1024^3 fp32 matmul timed in the same rounds; peak memory of a

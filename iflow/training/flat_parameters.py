@@ -44,17 +44,19 @@ class FlatParameters:
     def check(self) -> None:
         """RuntimeError when a parameter or its gradient no longer aliases the flat buffers (its
         updates would be silently lost)."""
-        data, grad = self.flat.data_ptr(), self.flat.grad.data_ptr() if self.flat.grad is not None else None
         offset = 0
         for p in self.parameters:
-            if p.data_ptr() != data + offset * p.element_size() or p.grad is None or grad is None or (
-                p.grad.data_ptr() != grad + offset * p.element_size()
-            ):
+            if not (_at(p, self.flat, offset) and _at(p.grad, self.flat.grad, offset)):
                 raise RuntimeError(
                     f"a parameter of shape {tuple(p.shape)} no longer aliases the optimizer's flat buffer: "
                     "something rebound its data or set its gradient to None"
                 )
             offset += p.numel()
+
+
+def _at(view: torch.Tensor | None, base: torch.Tensor | None, offset: int) -> bool:
+    """Whether ``view`` starts ``offset`` elements into ``base``'s memory (False when either is None)."""
+    return view is not None and base is not None and view.data_ptr() == base.data_ptr() + offset * view.element_size()
 
 
 @dataclass(frozen=True)
