@@ -9,7 +9,8 @@ Six nflows pieces are replaced or changed here, each for a measured reason:
 - :class:`LULinear`: nflows' inverse calls the deprecated ``torch.triangular_solve``
   (warns on every call, and ``weight_inverse`` builds an identity on the CPU);
   ours uses ``torch.linalg.solve_triangular``; it also builds L and U from index buffers
-  and applies W = L U as one matrix product (nflows: four index-puts and two products).
+  and applies W = L U as one matrix product (nflows: four index-puts and two products), and
+  in a :class:`LinearBatchedComposite` all of a flow's LU layers build their weights together.
 - :class:`~iflow.flows.conditioner.Conditioner`: nflows' ``ResidualNet`` with its blocks
   inlined (module calls were most of a small batch's cost).
 - :class:`~iflow.flows.splines.RationalQuadraticCoupling` in :func:`spline`: nflows' RQ
@@ -28,6 +29,7 @@ import math
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from nflows.transforms import ActNorm as _NflowsActNorm
 from nflows.transforms import AffineCouplingTransform as _NflowsAffineCoupling
 from nflows.transforms import (
@@ -116,7 +118,12 @@ class LULinear(_NflowsLULinear):
 
     def forward_no_cache(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         lower, upper, logabsdet = self._factors()
-        return torch.addmm(self.bias, inputs, (lower @ upper).t()), logabsdet.expand(inputs.shape[0])
+        return self.apply_weight(inputs, lower @ upper, logabsdet)
+
+    def apply_weight(self, inputs: Tensor, weight: Tensor, logabsdet: Tensor) -> tuple[Tensor, Tensor]:
+        """The forward map ``x W^T + b`` of ``inputs: (batch, D)`` with this layer's ``weight: (D, D)`` and
+        ``logabsdet: ()`` built elsewhere (:func:`batched_weights`); ``(outputs, logabsdet: (batch,))``."""
+        return torch.addmm(self.bias, inputs, weight.t()), logabsdet.expand(inputs.shape[0])
 
     def inverse_no_cache(self, inputs: Tensor) -> tuple[Tensor, Tensor]:
         lower, upper, logabsdet = self._factors()
@@ -155,6 +162,45 @@ class LULinear(_NflowsLULinear):
         eye = torch.eye(self.features, dtype=lower.dtype, device=lower.device)
         out = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
         return torch.linalg.solve_triangular(upper, out, upper=True)
+
+
+def batched_weights(layers: list[LULinear]) -> tuple[Tensor, Tensor]:
+    """W = L U ``(layers, D, D)`` and log|det W| ``(layers,)`` of LU layers of one size, built together:
+    their entries gathered by one ``index_copy`` into ``(layers, 2, D, D)`` factors and multiplied by one
+    ``bmm`` (the same function as each layer's own build, to rounding)."""
+    first, d = layers[0], layers[0].features
+    lower = torch.stack([layer.lower_entries for layer in layers])
+    upper = torch.stack([layer.upper_entries for layer in layers])
+    diag = F.softplus(torch.stack([layer.unconstrained_upper_diag for layer in layers])).add_(first.eps)  # upper_diag
+    at = torch.cat([first.lower_at, first.upper_at + d * d])  # positions in [L | U], flattened
+    start = torch.cat([first.identity_flat, torch.zeros_like(first.identity_flat)]).expand(len(layers), -1)
+    factors = start.index_copy(1, at, torch.cat([lower, upper, diag], dim=1)).view(len(layers), 2, d, d)
+    return torch.bmm(factors[:, 0], factors[:, 1]), torch.log(diag).sum(1)
+
+
+class LinearBatchedComposite(CompositeTransform):
+    """nflows' ``CompositeTransform`` whose LU layers' weights are built together in the forward pass.
+
+    Each LU layer builds W = L U from its entries in about nine small ops, and as many again in the
+    backward pass: 0.9 ms of the default training step for its 7 layers, alone. One batched build
+    (:func:`batched_weights`) made the whole step 1.06x faster side by side. The same transforms,
+    state dict and function as nflows' composite (to rounding); the inverse (sampling) is nflows'.
+    """
+
+    def forward(self, inputs: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        layers = [step for step in self._transforms if isinstance(step, LULinear)]
+        if len(layers) < 2:
+            return super().forward(inputs, context)
+        weights, logabsdets = batched_weights(layers)
+        outputs, total, k = inputs, inputs.new_zeros(inputs.shape[0]), 0
+        for step in self._transforms:
+            if isinstance(step, LULinear):
+                outputs, logabsdet = step.apply_weight(outputs, weights[k], logabsdets[k])
+                k += 1
+            else:
+                outputs, logabsdet = step(outputs, context)
+            total = total + logabsdet
+        return outputs, total
 
 
 class ActNorm(_NflowsActNorm):
@@ -293,7 +339,7 @@ def glow(dim: int, depth: int = 6, hidden: int = 64) -> CompositeTransform:
     steps: list[Transform] = []
     for i in range(depth):
         steps += [ActNorm(dim), LULinear(dim, identity_init=True), AffineCoupling(alternating_mask(dim, i % 2), net)]
-    return CompositeTransform(steps)
+    return LinearBatchedComposite(steps)
 
 
 def spline(
@@ -309,7 +355,7 @@ def spline(
             RationalQuadraticCoupling(alternating_mask(dim, i % 2), net, num_bins=bins, tail_bound=tail_bound)
         )
     steps.append(LULinear(dim, identity_init=True))
-    return CompositeTransform(steps)
+    return LinearBatchedComposite(steps)
 
 
 def mlp(dim: int, depth: int = 4, bins: int = 16, tail_bound: float = 4.0) -> CompositeTransform:
@@ -323,7 +369,7 @@ def mlp(dim: int, depth: int = 4, bins: int = 16, tail_bound: float = 4.0) -> Co
     for _ in range(depth):
         steps += [LULinear(dim, identity_init=True), ElementwiseSpline(dim, bins, tail_bound)]
     steps.append(LULinear(dim, identity_init=True))
-    return CompositeTransform(steps)
+    return LinearBatchedComposite(steps)
 
 
 FLOWS: dict[str, Callable[..., CompositeTransform]] = {

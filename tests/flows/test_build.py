@@ -184,3 +184,28 @@ def test_actnorm_is_nflows_actnorm_reading_its_flag_once(shape, monkeypatch):
     assert len(reads) == 1 and bool(ours.initialized)
     torch.testing.assert_close(ours(2 * x)[0].transpose(0, 1).reshape(shape[1], -1).mean(1), torch.zeros(shape[1]),
                                atol=1e-5, rtol=0)  # fmt: skip
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name", ["spline", "glow", "mlp"])
+def test_batched_lu_weights_compute_the_composite_function_and_gradients(name, dtype):
+    """The LU layers' weights built together: nflows' composite's values, log-determinants and gradients."""
+    from nflows.transforms import CompositeTransform
+
+    flow = randomize(build_flow(name, 4).to(dtype), seed=8)
+    assert type(flow).forward is not CompositeTransform.forward
+    x = torch.randn(32, 4, generator=torch.Generator().manual_seed(9), dtype=dtype)
+    flow.train()
+    flow(x)  # the data-dependent start of actnorm, before both passes
+    results = []
+    for forward in (flow.forward, lambda inputs: CompositeTransform.forward(flow, inputs)):
+        z, logabsdet = forward(x)
+        grads = torch.autograd.grad(z.square().sum() - logabsdet.sum(), list(flow.parameters()))
+        results.append((z, logabsdet, grads))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    (z, ld, grads), (z_ref, ld_ref, grads_ref) = results
+    torch.testing.assert_close(z, z_ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(ld, ld_ref, rtol=tol, atol=tol)
+    for a, b in zip(grads, grads_ref, strict=True):  # float32 rounds apart: relative to each tensor's largest
+        scale = b.abs().max().clamp_min(1.0)
+        torch.testing.assert_close(a / scale, b / scale, rtol=0, atol=10 * tol)
