@@ -173,7 +173,9 @@ def batched_weights(layers: list[LULinear]) -> tuple[Tensor, Tensor]:
     upper = torch.stack([layer.upper_entries for layer in layers])
     diag = F.softplus(torch.stack([layer.unconstrained_upper_diag for layer in layers])).add_(first.eps)  # upper_diag
     at = torch.cat([first.lower_at, first.upper_at + d * d])  # positions in [L | U], flattened
-    start = torch.cat([first.identity_flat, torch.zeros_like(first.identity_flat)]).expand(len(layers), -1)
+    # repeated, not expanded: index_copy of an expanded start was right in eager mode, but inductor wrote every
+    # layer's entries into the one shared row (the compiled flow computed another function)
+    start = torch.cat([first.identity_flat, torch.zeros_like(first.identity_flat)]).repeat(len(layers), 1)
     factors = start.index_copy(1, at, torch.cat([lower, upper, diag], dim=1)).view(len(layers), 2, d, d)
     return torch.bmm(factors[:, 0], factors[:, 1]), torch.log(diag).sum(1)
 

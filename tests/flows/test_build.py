@@ -209,3 +209,11 @@ def test_batched_lu_weights_compute_the_composite_function_and_gradients(name, d
     for a, b in zip(grads, grads_ref, strict=True):  # float32 rounds apart: relative to each tensor's largest
         scale = b.abs().max().clamp_min(1.0)
         torch.testing.assert_close(a / scale, b / scale, rtol=0, atol=10 * tol)
+
+
+def test_batched_lu_weights_compile_to_the_eager_function():
+    """Under torch.compile (``--compile``) too: an expanded start once made inductor share one row for all layers."""
+    flow = randomize(build_flow("spline", 3, depth=2, hidden=8), seed=10)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(11))
+    for a, b in zip(torch.compile(flow.forward, dynamic=False)(x), flow(x), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
