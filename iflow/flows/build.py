@@ -107,11 +107,8 @@ class LULinear(_NflowsLULinear):
 
     def _factors(self) -> tuple[Tensor, Tensor, Tensor]:
         """L and U ``(D, D)`` and log|det W| ``()``, from one evaluation of diag(U)."""
-        d, diag = self.features, self.upper_diag
-        lower = self.identity_flat.index_copy(0, self.lower_at, self.lower_entries).view(d, d)
-        upper_values = torch.cat([self.upper_entries, diag])
-        upper = torch.zeros_like(self.identity_flat).index_copy(0, self.upper_at, upper_values).view(d, d)
-        return lower, upper, torch.log(diag).sum()
+        factors, diag = lu_factors([self])
+        return factors[0, 0], factors[0, 1], torch.log(diag[0]).sum()
 
     def _create_lower_upper(self) -> tuple[Tensor, Tensor]:
         return self._factors()[:2]
@@ -164,19 +161,24 @@ class LULinear(_NflowsLULinear):
         return torch.linalg.solve_triangular(upper, out, upper=True)
 
 
-def batched_weights(layers: list[LULinear]) -> tuple[Tensor, Tensor]:
-    """W = L U ``(layers, D, D)`` and log|det W| ``(layers,)`` of LU layers of one size, built together:
-    their entries gathered by one ``index_copy`` into ``(layers, 2, D, D)`` factors and multiplied by one
-    ``bmm`` (the same function as each layer's own build, to rounding)."""
+def lu_factors(layers: list[LULinear]) -> tuple[Tensor, Tensor]:
+    """L and U ``(layers, 2, D, D)`` and diag(U) ``(layers, D)`` of LU layers of one size: their entries
+    gathered by one ``index_copy`` (diag(U) is nflows' ``upper_diag``, one softplus for all layers)."""
     first, d = layers[0], layers[0].features
     lower = torch.stack([layer.lower_entries for layer in layers])
     upper = torch.stack([layer.upper_entries for layer in layers])
-    diag = F.softplus(torch.stack([layer.unconstrained_upper_diag for layer in layers])).add_(first.eps)  # upper_diag
+    diag = F.softplus(torch.stack([layer.unconstrained_upper_diag for layer in layers])).add_(first.eps)
     at = torch.cat([first.lower_at, first.upper_at + d * d])  # positions in [L | U], flattened
     # repeated, not expanded: index_copy of an expanded start was right in eager mode, but inductor wrote every
     # layer's entries into the one shared row (the compiled flow computed another function)
     start = torch.cat([first.identity_flat, torch.zeros_like(first.identity_flat)]).repeat(len(layers), 1)
-    factors = start.index_copy(1, at, torch.cat([lower, upper, diag], dim=1)).view(len(layers), 2, d, d)
+    return start.index_copy(1, at, torch.cat([lower, upper, diag], dim=1)).view(len(layers), 2, d, d), diag
+
+
+def batched_weights(layers: list[LULinear]) -> tuple[Tensor, Tensor]:
+    """W = L U ``(layers, D, D)`` and log|det W| ``(layers,)`` of LU layers of one size, built together
+    (:func:`lu_factors`, then one ``bmm``): each layer's own build, to rounding."""
+    factors, diag = lu_factors(layers)
     return torch.bmm(factors[:, 0], factors[:, 1]), torch.log(diag).sum(1)
 
 
