@@ -19,12 +19,13 @@ the prior's name. The report is robustness.md.
         uniform layers4 student-t laplace-scale-only leaky0.2 smooth-leaky0.2 cond25 d8 leaky0.2-cond25-laplace
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --seeds 1 2 3 \\
         --cells layers4 laplace uniform base segments20 points500 leaky0.2-cond25-laplace cond25 student-t
-    # the priors beside the Gaussian at the library defaults (the README's table):
+    # the priors beside the Gaussian at the library defaults (the README's table; below 32 768 training rows, at
+    # quick size and for segments20 and points500, the defaults choose among the three, read from these rows):
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --cells base student-t uniform laplace \\
         laplace-scale-only leaky0.2 smooth-leaky0.2 layers4 cond25 d8 leaky0.2-cond25-laplace \\
         --priors student-t shape --seeds 1 2 3
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --cells base laplace student-t uniform \\
-        layers4 cond25 leaky0.2-cond25-laplace --priors student-t shape --seeds 1 2 3
+        layers4 cond25 leaky0.2-cond25-laplace segments20 points500 --priors student-t shape --seeds 1 2 3
     # the batch (robustness.md, "Batch size"; the same two commands with --batch-size 512 give the rows from
     # before the batch rule, when 512 was the default at every size), and the batches beside the default:
     OMP_NUM_THREADS=1 nice -n 10 python benchmarks/robustness.py --quick --cells laplace uniform cond25 layers4 \\
@@ -74,10 +75,11 @@ import torch
 from iflow.config import SCHEDULES, ModelConfig, TrainConfig
 from iflow.data.dataset import Dataset, make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
-from iflow.defaults import TASK_DEFAULTS, batch_for
+from iflow.defaults import TASK_DEFAULTS, batch_for, training_rows
 from iflow.files import atomic_write
 from iflow.metrics import mcc
 from iflow.runs import evaluate, train
+from iflow.selection import AUTO_PRIORS
 
 HERE = Path(__file__).parent
 CACHE, REPORT = HERE / "robustness.json", HERE / "robustness.md"
@@ -399,11 +401,20 @@ def settings_table(cache: dict, cells: dict[str, dict]) -> list[str]:
     return lines
 
 
+def trainer_rows(cell: str, quick: bool) -> int:
+    """The rows the trainer trains on: the cell's training half less its validation rows."""
+    config = cell_config(cell, 1, quick)
+    return training_rows(config.segments * config.per_segment, TrainConfig())
+
+
 def default_batch(cell: str, quick: bool) -> int:
     """The recovery task's batch for the cell's training half (:func:`iflow.defaults.batch_for`)."""
-    config = cell_config(cell, 1, quick)
-    rows = config.segments * config.per_segment
-    return batch_for(rows - round(rows * TrainConfig().val_fraction), TASK_DEFAULTS["recovery"])
+    return batch_for(trainer_rows(cell, quick), TASK_DEFAULTS["recovery"])
+
+
+def chooses_the_prior(cell: str, quick: bool) -> bool:
+    """Whether the library chooses the prior on the cell's training half (:func:`iflow.defaults.chooses_prior`)."""
+    return trainer_rows(cell, quick) < TASK_DEFAULTS["recovery"].choose_prior_below
 
 
 def batch_table(cache: dict, cells: dict[str, dict]) -> list[str]:
@@ -436,12 +447,13 @@ Read from the tables above (the rows of `robustness.json` when this was written)
   meets the target but one, misspecified priors included (Laplace, Student-t and uniform sources, 4
   mixing layers, conditioning up to 25: lowest seed 0.944); the one is `leaky0.2-cond25-laplace`, whose
   seed 3 the stopping rule ended on a collapse (below). Half the data (`segments20`, 20 x 1000;
-  `points500`, 40 x 500) meets it since the batch follows the data (batch 256: lowest seeds 0.949 and
-  0.975, against 0.893 and 0.923 at batch 512). At quick size (20 x 500, the target region's smallest
-  corner; batch 128) 2 of the 11 cells meet it (`base`, `smooth-leaky0.2`); the others reach means
-  0.69-0.95 (lowest seeds 0.63-0.94), conditioning up to 25 (`cond25`, 0.829) and d = 8 (`d8`, 0.691)
-  the hardest. The gap to the true model follows: 0.21-1.10 nats on the full-size cells that meet the
-  target, 0.25-3.1 at quick size.
+  `points500`, 40 x 500) meets it since the batch follows the data (the Gaussian at batch 256: lowest
+  seeds 0.949 and 0.975, against 0.893 and 0.923 at batch 512; the defaults now choose the prior there:
+  0.985 and 0.973). At quick size (20 x 500, the target region's smallest corner; batch 128) the
+  Gaussian meets it on 2 of the 11 cells (`base`, `smooth-leaky0.2`), with means 0.69-0.95 elsewhere
+  (lowest seeds 0.63-0.94); the prior the defaults choose there meets it on 7, conditioning up to 25
+  (`cond25`, 0.875) and d = 8 (`d8`, 0.696) still the hardest. The gap to the true model follows:
+  0.21-1.10 nats on the full-size cells that meet the target, 0.25-3.1 at quick size (Gaussian prior).
 - **Steps per epoch, not epochs.** At quick size an epoch of batch 512 is 17 steps, 850 in 50 epochs
   against 3,500 at full size. Giving quick cells those steps through a smaller batch over the same 50
   epochs (batch 128, the default now) raised every cell (above, "Batch size"); giving them through more
@@ -467,8 +479,8 @@ Read from the tables above (the rows of `robustness.json` when this was written)
   0.923 (0.911) and 0.936 (0.860). No prior wins everywhere: Student-t falls to 0.904 on one uniform data
   set at full size, and to 0.926 on seed 4 of the default benchmark (`benchmarks/recovery.md`); shape
   falls to 0.840 on one Student-t data set at quick size. Chosen among the three by held-out likelihood
-  (`iflow train --prior auto`), 7 of the 11 quick cells and 6 of the 7 full-size cells measured meet the
-  target (below, "Selection without ground truth"); the misses are `cond25`, `d8`, `layers4` (0.944, lowest
+  (`iflow train --prior auto`, the default below 32 768 training rows), 7 of the 11 quick cells and 8 of
+  the 9 full-size cells measured meet the target (below, "Selection without ground truth"); the misses are `cond25`, `d8`, `layers4` (0.944, lowest
   0.939) and `leaky0.2-cond25-laplace` at quick size, and `leaky0.2-cond25-laplace` at full size (0.880
   (0.758), against the Gaussian's 0.833 (0.586)).
 - **The default benchmark's gap** (target <= 0.10 nats) is not set by the budget alone: `OMP_NUM_THREADS=1
@@ -494,45 +506,67 @@ def default_length() -> str:
     return budget_name(False, TrainConfig()).removeprefix("full-")
 
 
-def defaults_table(cache: dict, cells: dict[str, dict]) -> list[str]:
-    """The Gaussian prior with the library defaults per cell, at both data sizes: MCC mean (lowest),
-    mean gap, median CPU s (epochs); bold where mean >= 0.95 and no data seed below 0.90."""
-    grouped = rows_by(cache)
-    length = default_length()
-    header = " | ".join(f"{size}: MCC mean (lowest) | gap | time (epochs)" for size in ("full 40 x 1000", "quick 20 x 500"))
-    lines = [f"| cell | target | data seeds | {header} |", "|---|---|---|" + "---|" * 6]
-    for cell in cells:
-        found = [grouped.get((f"{size}-{length}", cell, "gauss"), {}) for size in ("full", "quick")]
-        if not any(found):
+def chosen_by_likelihood(rows: list[dict]) -> dict:
+    """What ``--prior auto`` keeps among one data set's rows, one per prior: the best validation log-likelihood."""
+    return max(rows, key=lambda r: r["val_log_likelihood"])
+
+
+def library_default(grouped: dict, size: str, cell: str) -> tuple[str, dict[tuple[int, int], dict]]:
+    """The prior the library defaults train on the cell (``gauss``, or ``auto`` where it chooses) and their rows,
+    {(data seed, 0): row}: for ``auto`` the chosen prior's row, timed as the three trainings one after another."""
+    budget = f"{size}-{default_length()}"
+    if not chooses_the_prior(cell, size == "quick"):
+        return "gauss", {key: row for key, row in grouped.get((budget, cell, "gauss"), {}).items() if key[1] == 0}
+    by_prior = [grouped.get((budget, cell, prior), {}) for prior in AUTO_PRIORS]
+    chosen = {}
+    for key in sorted(set.intersection(*(set(rows) for rows in by_prior))):
+        if key[1] != 0:
             continue
-        seeds = sorted({seed for rows in found for seed, trained in rows if trained == 0})
+        rows = [found[key] for found in by_prior]
+        timed = {"seconds": sum(r["seconds"] for r in rows)}
+        if all("cpu_seconds" in r for r in rows):
+            timed["cpu_seconds"] = sum(r["cpu_seconds"] for r in rows)
+        chosen[key] = {**chosen_by_likelihood(rows), **timed}
+    return "auto", chosen
+
+
+def defaults_table(cache: dict, cells: dict[str, dict]) -> list[str]:
+    """The library defaults per cell, at both data sizes: the prior they train (the Gaussian, or chosen by
+    held-out likelihood on few rows), MCC mean (lowest), mean gap, median CPU s (epochs); bold where mean
+    >= 0.95 and no data seed below 0.90."""
+    grouped = rows_by(cache)
+    sizes = ("full 40 x 1000", "quick 20 x 500")
+    header = " | ".join(f"{size}: prior | MCC mean (lowest) | gap | time (epochs)" for size in sizes)
+    lines = [f"| cell | target | data seeds | {header} |", "|---|---|---|" + "---|" * 8]
+    for cell in cells:
+        found = [library_default(grouped, size, cell) for size in ("full", "quick")]
+        if not any(rows for _, rows in found):
+            continue
+        seeds = sorted({seed for _, rows in found for seed, _ in rows})
         target = "yes" if in_target(cell_config(cell, 1, quick=False)) else "no"
-        cols = " | ".join(cell_summary(rows) if rows else "- | - | -" for rows in found)
+        cols = " | ".join(f"{prior} | {cell_summary(rows)}" if rows else "- | - | - | -" for prior, rows in found)
         lines.append(f"| {cell} | {target} | {', '.join(map(str, seeds))} | {cols} |")
     return lines
-
-
-README_PRIORS = ("gauss", "student-t", "shape")
 
 
 def readme_table(cache: dict, cells: dict[str, dict]) -> str:
     """The README's table: MCC mean (lowest) and held-out gap per prior, library defaults, both data sizes."""
     grouped = rows_by(cache)
-    lines = ["| size | cell (data seeds) | " + " | ".join(f"`--prior {p}`: MCC (lowest), gap" for p in README_PRIORS)
+    lines = ["| size | cell (data seeds) | " + " | ".join(f"`--prior {p}`: MCC (lowest), gap" for p in AUTO_PRIORS)
              + " | `--prior auto` (the best held-out likelihood of the three): MCC (lowest) |",
-             "|---|---|" + "---|" * (len(README_PRIORS) + 1)]  # fmt: skip
+             "|---|---|" + "---|" * (len(AUTO_PRIORS) + 1)]  # fmt: skip
     for size in ("full", "quick"):
         for cell in cells:
             budget = f"{size}-{default_length()}"
             by_seed = [{seed: r for (seed, trained), r in grouped.get((budget, cell, p), {}).items() if trained == 0}
-                       for p in README_PRIORS]  # fmt: skip
+                       for p in AUTO_PRIORS]  # fmt: skip
             seeds = sorted(set.intersection(*(set(rows) for rows in by_seed)))
             if not seeds:
                 continue
             found = [[rows[seed] for seed in seeds] for rows in by_seed]
             cols = [f"{np.mean([r['mcc'] for r in rs]):.3f} ({min(r['mcc'] for r in rs):.3f}), "
                     f"{np.mean([r['gap'] for r in rs]):.2f}" for rs in found]  # fmt: skip
-            chosen = [max(rows, key=lambda r: r["val_log_likelihood"])["mcc"] for rows in zip(*found, strict=True)]
+            chosen = [chosen_by_likelihood(list(rows))["mcc"] for rows in zip(*found, strict=True)]
             cols.append(bold(float(np.mean(chosen)), min(chosen)))
             lines.append(f"| {size} | {cell} ({len(found[0])}) | " + " | ".join(cols) + " |")
     return "\n".join(lines)
@@ -573,9 +607,14 @@ def report(cache: dict, cells: dict[str, dict]) -> str:
         "median epochs run. Target: the issue's region (d = n <= 10, >= 20 segments of >= 500 points,",
         "<= 4 layers).",
         "",
-        f"## The library defaults (`{default_length()}`), Gaussian prior, on both data sizes",
+        f"## The library defaults (`{default_length()}`) on both data sizes",
         "",
-        "(`segments20` and `points500` at quick size are the base cell; not in the quick column.)",
+        "(`segments20` and `points500` at quick size are the base cell; not in the quick column.) On fewer than",
+        f"{TASK_DEFAULTS['recovery'].choose_prior_below} training rows (every quick cell, and `segments20` and "
+        "`points500` at full size) the",
+        "defaults choose the prior among gauss, student-t and shape by the trainer's validation log-likelihood",
+        "(prior `auto`; the row of the chosen prior, timed as the three trainings one after another); the Gaussian",
+        "elsewhere.",
         "",
         *defaults_table(cache, cells),
         "",

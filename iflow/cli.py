@@ -175,9 +175,10 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
                    "tcl (time-contrastive learning), fastica (FastICA on x) or identity (x itself)")
     flow = p.add_argument_group("flows (iflow, flow)")
     flow.add_argument("--flow", default=None, help=f"realnvp, glow, spline or mlp (default {d.flow})")
-    p.add_argument("--prior", default=None, help=f"iflow and ivae: gauss, gauss-var or laplace; iflow also "
-                   f"student-t, shape, or auto: train gauss, student-t and shape and keep the best held-out "
-                   f"log-likelihood (default {d.prior})")
+    p.add_argument("--prior", default=None, help="iflow and ivae: gauss, gauss-var or laplace; iflow also "
+                   "student-t, shape, or auto: train gauss, student-t and shape and keep the best held-out "
+                   "log-likelihood (default gauss, or auto for iflow on small labelled data; iflow train says "
+                   "which)")
     p.add_argument("--depth", type=positive_int, default=None,
                    help="flow depth, or the VAE's hidden layers (default: the flow's own; VAE 3)")
     p.add_argument("--hidden", type=positive_int, default=None,
@@ -459,7 +460,9 @@ def format_metrics(metrics: dict) -> str:
 def cmd_train(args: argparse.Namespace) -> None:
     """Everything that can be checked is checked (the run planned) before the run directory is touched."""
     from .data.builtin import is_builtin, load_data
+    from .defaults import TASK_DEFAULTS
     from .inputs import single_label_warning
+    from .models.build import with_prior
     from .rundir import discard_if_unused
     from .selection import plan_candidates
     from .training import distributed
@@ -470,10 +473,17 @@ def cmd_train(args: argparse.Namespace) -> None:
     distributed.check_restarts(args.restarts)
     data = load_data(args.data, "train", args.u_cols, args.levels)
     test = load_data(args.data, "test") if is_builtin(args.data) else None
-    plan, priors = plan_candidates(data, *configs_from(args))
+    model_config, train_config = configs_from(args)
+    if args.resume:  # one resumable model: the candidates of a prior the task would choose are not checkpointed
+        model_config = with_prior(model_config)
+    plan, priors = plan_candidates(data, model_config, train_config)
     distributed.check_prior_choice(priors)
     one_hot = "one-hot rows detected in u; " if data.u_was_one_hot else ""
     print(f"{args.data}: {len(data)} samples, x dim {data.dim}; {one_hot}{plan.run.model_config.aux.describe()}")
+    if priors and args.prior is None:
+        print(f"choosing the prior among {', '.join(priors)} by held-out log-likelihood, the default on fewer than "
+              f"{TASK_DEFAULTS[plan.run.train_config.task].choose_prior_below} training rows ({len(priors)} runs, not "
+              "checkpointed; name --prior to train one)")
     warning = None if is_builtin(args.data) else single_label_warning(plan.run)
     if warning is not None and distributed.is_main():
         print(warning, file=sys.stderr)

@@ -24,7 +24,7 @@ class ModelConfig:
 
     model: str = "iflow"
     flow: str = "spline"
-    prior: str = "gauss"
+    prior: str | None = None  # None: the task's (iflow/defaults.py): the Gaussian, or chosen (--prior auto) on few rows
     dim: int = 0
     depth: int | None = None  # None (here and below): the flow's or the VAE's own default
     hidden: int | None = None  # units of the coupling networks, or of the VAE's MLPs

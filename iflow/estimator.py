@@ -14,7 +14,7 @@ The auxiliary variable u goes where scikit-learn puts ``y`` (so ``Pipeline.fit(X
 every row gets the label 0, and the latents are no longer identifiable. ``score`` is the mean
 held-out log-likelihood per sample in the units of the X it is given (exact for the flow, an
 importance-weighted lower bound for the iVAE), so ``GridSearchCV`` with its default scoring selects
-by held-out likelihood. Both classes wrap :func:`iflow.runs.train` and :func:`iflow.runs.evaluate`;
+by held-out likelihood. Both classes wrap :func:`iflow.workflow.train_as_cli` and :func:`iflow.runs.evaluate`;
 ``run_`` is the fitted :class:`iflow.runs.Run`.
 
 Two classes rather than one with a ``model=`` switch: their parameters differ (a flow has coupling
@@ -37,8 +37,9 @@ from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset, make_dataset, validation_rows
 from .errors import UserError
-from .runs import encode_dataset, evaluate, sample, train
+from .runs import encode_dataset, evaluate, sample
 from .runtime import batched
+from .workflow import train_as_cli
 
 SCORE_SEED = 0  # the iVAE's bound is a Monte Carlo estimate: one fixed draw makes score repeatable
 
@@ -79,8 +80,8 @@ class _RunEstimator(TransformerMixin, BaseEstimator):
                           "are not identifiable; pass u as the second argument of fit", stacklevel=2)  # fmt: skip
         u = self._aux(X, y)
         with _as_value_errors():
-            self.run_, result = train(make_dataset(X, u), self._model_config(),
-                                      self._train_config(len(X)), progress=self.verbose)  # fmt: skip
+            self.run_, result = train_as_cli(make_dataset(X, u), self._model_config(),
+                                             self._train_config(len(X)), progress=self.verbose)  # fmt: skip
         self.history_ = result.history
         self.best_epoch_ = result.best_epoch
         self.n_components_ = self.run_.model_config.latent_dim or X.shape[1]  # a flow: as many as features
@@ -151,8 +152,10 @@ class IdentifiableFlowICA(_RunEstimator):
     (see :class:`iflow.config.ModelConfig` and :class:`iflow.config.TrainConfig`). There is no
     ``n_components``: a flow is a bijection, so it has as many latents as features. Options left at None
     (and ``batch_size="auto"``) take the defaults ``iflow train`` takes for these data (iflow/defaults.py):
-    training to convergence, the task's learning rate and batch, the flow's sizes. ``random_state`` fixes
-    the split, the initial weights and the data order.
+    training to convergence, the task's learning rate and batch, the flow's sizes, and the prior (the
+    Gaussian, or on integer labels with few rows the best held-out likelihood of ``gauss``,
+    ``student-t`` and ``shape``, as ``prior="auto"``, trained one after another). ``random_state``
+    fixes the split, the initial weights and the data order.
 
     Fitted attributes: ``run_`` (:class:`iflow.runs.Run`), ``history_`` (one dict per epoch),
     ``best_epoch_`` (kept by validation log-likelihood), ``n_components_``, ``n_features_in_``.
@@ -162,7 +165,7 @@ class IdentifiableFlowICA(_RunEstimator):
         self,
         *,
         flow: str = "spline",
-        prior: str = "gauss",
+        prior: str | None = None,
         depth: int | None = None,
         hidden: int | None = None,
         bins: int | None = None,

@@ -28,7 +28,7 @@ from .defaults import with_task_defaults
 from .errors import UserError, param
 from .files import atomic_write, save_csv, save_json
 from .metrics import bits_per_dim, mcc
-from .models.build import applicable_fields, build_model, model_entry
+from .models.build import applicable_fields, build_model, model_entry, with_prior
 from .models.decoders import check_observations
 from .models.sampling import sample as sample_model
 from .protocols import EXACT, NO_LIKELIHOOD, Model
@@ -120,7 +120,7 @@ def plan_run(data: Dataset, model_config: ModelConfig, train_config: TrainConfig
     model_config, train_config = with_task_defaults(data, model_config, train_config, "flow" in entry.options,
                                                     entry.variational)  # fmt: skip
     resolve_device(train_config.device)
-    model_config = fill_model_config(data, model_config)
+    model_config = with_prior(fill_model_config(data, model_config))
     split = split_for_training(data, train_config)
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)

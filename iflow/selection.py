@@ -27,9 +27,11 @@ from tqdm import tqdm  # text bars: tqdm.auto warns "IProgress not found" in Jup
 
 from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
+from .defaults import chooses_prior
 from .errors import UserError, param
 from .models.build import model_entry
 from .runs import Run, RunPlan, plan_run, train
+from .training import distributed
 from .training.trainer import TrainingInterrupted, TrainResult
 
 Trainer = Callable[[Dataset, ModelConfig, TrainConfig, bool], tuple[Run, TrainResult]]
@@ -44,7 +46,14 @@ AUTO_PRIORS = ("gauss", "student-t", "shape")
 def plan_candidates(data: Dataset, model_config: ModelConfig, train_config: TrainConfig) -> tuple[RunPlan, tuple[str, ...]]:
     """The run planned as :func:`iflow.runs.plan_run` does, and the priors to choose among: for
     ``--prior auto`` every one of :data:`AUTO_PRIORS` (each planned, so that each fails here, before
-    any training) and the plan of the first; otherwise ``()``."""
+    any training) and the plan of the first; otherwise ``()``. A config naming no prior gets
+    :func:`default_prior`'s choice where every candidate can be planned, else one run with the
+    Gaussian (so an option that rules out a candidate, such as ``--linear-fit epoch``, keeps it)."""
+    if model_config.prior is None and default_prior(data, model_config, train_config) == AUTO_PRIOR:
+        try:
+            return plan_candidates(data, replace(model_config, prior=AUTO_PRIOR), train_config)
+        except UserError:
+            pass  # planned again below as the one Gaussian run, which raises its own error if it has one
     if model_config.prior != AUTO_PRIOR:
         return plan_run(data, model_config, train_config), ()
     entry = model_entry(model_config.model)
@@ -58,6 +67,15 @@ def plan_candidates(data: Dataset, model_config: ModelConfig, train_config: Trai
         except UserError as error:
             raise UserError(f"{param('prior')} auto tries {prior}: {error}") from error
     return plans[0], AUTO_PRIORS
+
+
+def default_prior(data: Dataset, model_config: ModelConfig, train_config: TrainConfig) -> str | None:
+    """:data:`AUTO_PRIOR` where the task chooses the prior (:func:`iflow.defaults.chooses_prior`) of a
+    flow that takes the label priors, outside torchrun (one model for all ranks); else None (the task's one prior)."""
+    entry = model_entry(model_config.model)
+    takes_label_priors = not entry.variational and "prior" in entry.options
+    chosen = takes_label_priors and not distributed.launched() and chooses_prior(data, train_config)
+    return AUTO_PRIOR if chosen else None
 
 
 @dataclass

@@ -16,8 +16,8 @@ from .config import ModelConfig, TrainConfig
 from .data.dataset import Dataset
 from .files import save_json
 from .protocols import NO_LIKELIHOOD
-from .runs import TIMING_FILE, Run, RunPlan, encode_dataset, evaluate, plan_run, save_run, train_planned
-from .selection import Restart, train_with_restarts
+from .runs import TIMING_FILE, Run, RunPlan, encode_dataset, evaluate, save_run, train_planned
+from .selection import Restart, plan_candidates, train_with_restarts
 from .splits import subset
 from .training import distributed
 from .training.checkpoint import Checkpointing
@@ -53,6 +53,19 @@ def train_restarts(
         jobs=jobs or default_jobs(count), priors=priors,
     )  # fmt: skip
     return run, result, candidates, time.perf_counter() - started
+
+
+def train_as_cli(
+    data: Dataset, model_config: ModelConfig, train_config: TrainConfig, progress: bool = True, jobs: int | None = 1
+) -> tuple[Run, TrainResult]:
+    """Plan and train one model as ``iflow train`` does without restarts: the prior chosen among the
+    label priors where the config or its task asks (:func:`iflow.selection.plan_candidates`), the
+    candidates ``jobs`` at a time (1: one after another in this process; None: one process per CPU)."""
+    plan, priors = plan_candidates(data, model_config, train_config)
+    if not priors:
+        return train_planned(plan, progress)
+    run, result, _, _ = train_restarts(plan, 1, jobs, progress, priors)
+    return run, result
 
 
 def save_figures(run: Run, data: Dataset, result: TrainResult, restarts: list[Restart], directory: Path) -> None:
@@ -135,6 +148,7 @@ def train_and_save(
     train_config: TrainConfig | None = None,
     **options: object,
 ) -> Outcome:
-    """:func:`plan_run` then :func:`train_to_directory`, with the default configs where none is given."""
-    plan = plan_run(data, model_config or ModelConfig(), train_config or TrainConfig())
-    return train_to_directory(plan, Path(directory), **options)
+    """:func:`iflow.selection.plan_candidates` then :func:`train_to_directory`, with the default configs
+    where none is given (and the prior chosen where the configs or their task ask)."""
+    plan, priors = plan_candidates(data, model_config or ModelConfig(), train_config or TrainConfig())
+    return train_to_directory(plan, Path(directory), priors=priors, **options)

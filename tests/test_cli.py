@@ -39,7 +39,8 @@ def test_run_directory_contents(trained):
 def test_train_to_convergence_says_why_it_stopped(trained, capsys, tmp_path):
     data, _ = trained
     run = tmp_path / "run"
-    argv = ["train", "--data", str(data), "--batch-size", "64", "--depth", "2", "--max-epochs", "3", "--out", str(run)]
+    argv = ["train", "--data", str(data), "--batch-size", "64", "--depth", "2", "--max-epochs", "3", "--prior", "gauss",
+            "--out", str(run)]
     capsys.readouterr()
     assert main([*argv, "--patience", "50"]) == 0
     assert "stopped after 3 epochs (max_epochs:" in capsys.readouterr().out
@@ -132,7 +133,7 @@ def test_training_prints_one_line_per_epoch_on_stdout_off_a_terminal(tmp_path, c
     data = tmp_path / "d.npz"
     assert main(["data", "synthetic", "--segments", "4", "--per-segment", "100", "--out", str(data)]) == 0
     capsys.readouterr()
-    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", "--batch-size", "64"]
+    argv = ["train", "--data", str(data), "--out", str(tmp_path / "run"), "--epochs", "3", "--batch-size", "64", "--prior", "gauss"]
     assert main(argv) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split(":")[1].strip() for line in out if line.startswith("iflow: epoch")] == ["epoch 1/3", "epoch 2/3", "epoch 3/3"]

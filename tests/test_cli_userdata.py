@@ -26,7 +26,7 @@ def time_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("time")
     x, t = time_stamped()
     np.savez(root / "t.npz", x=x, u=t[:, None].astype("f4"))
-    assert main(["train", "--data", str(root / "t.npz"), "--epochs", "6", *TINY, "--out", str(root / "run")]) == 0
+    assert main(["train", "--data", str(root / "t.npz"), "--epochs", "6", "--prior", "gauss", *TINY, "--out", str(root / "run")]) == 0
     return root
 
 

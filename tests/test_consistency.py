@@ -30,7 +30,8 @@ def two_runs(tmp_path_factory):
     runs = []
     for seed in (0, 1):
         run = root / f"run{seed}"
-        args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "64", "--depth", "1", "--hidden", "8"]
+        args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "64", "--depth", "1", "--hidden", "8", "--prior",
+                "gauss"]
         assert main([*args, "--seed", str(seed), "--out", str(run)]) == 0
         runs.append(run)
     return data, runs

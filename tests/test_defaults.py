@@ -16,10 +16,12 @@ from iflow.defaults import (
     TASK_DEFAULTS,
     VAE_FAMILY_DEFAULTS,
     batch_for,
+    chooses_prior,
     model_defaults,
     task_of,
     train_defaults,
 )
+from iflow.models.build import with_prior
 from iflow.runs import plan_run
 
 
@@ -96,6 +98,26 @@ def test_flow_options_per_task_keep_what_is_given_and_leave_the_vae_family_alone
     assert (spline.depth, spline.hidden) == (6, 32)
     assert model_defaults(ModelConfig(flow="realnvp"), "image", has_flow=True) == ModelConfig(flow="realnvp")
     assert model_defaults(ModelConfig(model="ivae"), "image", has_flow=False) == ModelConfig(model="ivae")
+
+
+def test_an_unnamed_prior_is_the_gaussian_for_a_model_that_reads_one_and_unset_for_others() -> None:
+    assert with_prior(ModelConfig()).prior == "gauss" and with_prior(ModelConfig(model="ivae")).prior == "gauss"
+    assert with_prior(ModelConfig(prior="laplace")).prior == "laplace"
+    assert with_prior(ModelConfig(model="tcl")).prior is None
+    assert plan_run(labelled(), ModelConfig(), TrainConfig(epochs=1)).run.model_config.prior == "gauss"
+
+
+def test_the_prior_is_chosen_on_labelled_data_below_the_full_batchs_rows_only() -> None:
+    """Below ``choose_prior_below`` training rows (with 10% held out) and on integer labels only."""
+    rows = TASK_DEFAULTS["recovery"].choose_prior_below
+    assert rows == TASK_DEFAULTS["recovery"].batch_size * TASK_DEFAULTS["recovery"].min_steps
+    n_below = math.ceil(rows / 0.9) - 2  # 10% held out: just under ``rows`` training rows
+    assert chooses_prior(labelled(n_below, labels=8), TrainConfig())
+    assert not chooses_prior(labelled(n_below + 4, labels=8), TrainConfig())
+    assert not chooses_prior(labelled(n_below, labels=8), TrainConfig(val_fraction=0.01))  # more training rows
+    continuous = make_dataset(np.zeros((100, 2)), np.linspace(0, 1, 200).reshape(100, 2))
+    assert not chooses_prior(continuous, TrainConfig())
+    assert not chooses_prior(labelled(labels=1), TrainConfig())  # the density task chooses none
 
 
 def test_plan_run_records_the_task_and_its_values() -> None:

@@ -4,6 +4,7 @@ import doctest
 import math
 import pickle
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ from iflow.data.dataset import make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
 from iflow.estimator import IVAEICA, IdentifiableFlowICA
 from iflow.metrics import mcc
-from iflow.runs import plan_run
+from iflow.selection import AUTO_PRIORS, plan_candidates
 
 TINY_FLOW = {"epochs": 1, "hidden": 8, "depth": 2, "random_state": 0}
 TINY_IVAE = {"epochs": 1, "hidden": 8, "depth": 1, "iw_samples": 4, "random_state": 0}
@@ -118,9 +119,14 @@ def test_defaults_are_those_of_iflow_train(synthetic, estimator, model):
     of its own."""
     x, u = synthetic.x[:300], synthetic.u[:300]
     fitted = estimator(random_state=0).fit(x, u).run_
-    planned = plan_run(make_dataset(x, u), ModelConfig(model=model), TrainConfig(seed=fitted.train_config.seed)).run
-    assert fitted.train_config == planned.train_config
-    assert fitted.model_config == planned.model_config
+    seed = fitted.train_config.seed
+    plan, priors = plan_candidates(make_dataset(x, u), ModelConfig(model=model), TrainConfig(seed=seed))
+    planned = plan.run
+    # on 270 training rows the flow chooses its prior as iflow train does (the candidates share one split seed)
+    assert priors == (AUTO_PRIORS if model == "iflow" else ())
+    assert fitted.model_config.prior in (priors or (planned.model_config.prior,))
+    assert replace(fitted.train_config, split_seed=None) == planned.train_config
+    assert replace(fitted.model_config, prior=planned.model_config.prior) == planned.model_config
     assert fitted.train_config.epochs is None and fitted.train_config.batch_size <= 270
 
 

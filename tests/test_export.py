@@ -23,7 +23,7 @@ def data_file(tmp_path_factory):
 def test_exported_gaussian_prior_is_each_labels_latent_mean_and_variance(data_file, tmp_path):
     """With the closed-form prior fit, every label's prior is the ML fit to its training latents."""
     run_dir, out = tmp_path / "run", tmp_path / "lambda.npz"
-    assert main(["train", "--data", str(data_file), *TINY, "--out", str(run_dir)]) == 0
+    assert main(["train", "--data", str(data_file), "--prior", "gauss", *TINY, "--out", str(run_dir)]) == 0
     assert main(["params", "--run", str(run_dir), "--out", str(out)]) == 0
     with np.load(out) as f:
         eta, mean, variance = f["natural_params"], f["mean"], f["variance"]

@@ -21,7 +21,7 @@ from iflow.rundir import (
     remove_iflow_temporaries,
 )
 
-TINY = ["--epochs", "1", "--batch-size", "32", "--flow", "realnvp", "--depth", "1", "--hidden", "8"]
+TINY = ["--epochs", "1", "--batch-size", "32", "--flow", "realnvp", "--depth", "1", "--hidden", "8", "--prior", "gauss"]
 
 
 @pytest.fixture(scope="module")

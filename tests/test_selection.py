@@ -85,6 +85,26 @@ def test_prior_auto_is_planned_per_prior_and_refused_where_the_priors_do_not_app
         plan_candidates(floats, ModelConfig(prior="auto"), TrainConfig(epochs=1))
 
 
+def test_an_unnamed_prior_is_chosen_on_small_labelled_data_for_iflow_alone(monkeypatch):
+    """The task's rule (iflow.defaults.chooses_prior) for the flow with label priors, outside torchrun."""
+    synthetic = generate(SyntheticConfig(sources=2, segments=3, per_segment=100, seed=3))
+    labels = make_dataset(synthetic.x, synthetic.u, synthetic.s)
+    plan, priors = plan_candidates(labels, ModelConfig(), TrainConfig(epochs=1))
+    assert priors == AUTO_PRIORS and plan.run.model_config.prior == AUTO_PRIORS[0]
+    for model in ("ivae", "flow"):  # the VAE family's M-step needs an exponential family; flow has no label prior
+        plan, priors = plan_candidates(labels, ModelConfig(model=model), TrainConfig(epochs=1))
+        assert priors == () and plan.run.model_config.prior == ("gauss" if model == "ivae" else None)
+    many = make_dataset(np.tile(synthetic.x, (130, 1)), np.tile(synthetic.u, 130), None)  # 35 100 training rows
+    plan, priors = plan_candidates(many, ModelConfig(), TrainConfig(epochs=1))
+    assert priors == () and plan.run.model_config.prior == "gauss"
+    plan, priors = plan_candidates(labels, ModelConfig(), TrainConfig(epochs=1, linear_fit="epoch"))
+    assert priors == () and plan.run.model_config.prior == "gauss", "an option that needs the Gaussian keeps it"
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0"}.items():
+        monkeypatch.setenv(name, value)
+    plan, priors = plan_candidates(labels, ModelConfig(), TrainConfig(epochs=1))
+    assert priors == () and plan.run.model_config.prior == "gauss", "torchrun trains one model: the Gaussian"
+
+
 def test_restarts_and_jobs_must_be_positive():
     data = make_dataset(np.zeros((4, 2), np.float32), np.zeros(4, np.int64))
     with pytest.raises(ValueError, match="restarts"):
@@ -116,7 +136,7 @@ def test_cli_restarts_save_candidates_and_scatter_plot(tmp_path, capsys):
     )
     run = tmp_path / "run"
     args = ["train", "--data", str(data), "--epochs", "1", "--batch-size", "64", "--depth", "1", "--hidden", "8"]
-    assert main([*args, "--restarts", "3", "--jobs", "2", "--seed", "5", "--out", str(run)]) == 0
+    assert main([*args, "--prior", "gauss", "--restarts", "3", "--jobs", "2", "--seed", "5", "--out", str(run)]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     restarts = metrics["restarts"]
     assert [r["seed"] for r in restarts] == [5, 6, 7]
@@ -141,7 +161,14 @@ def test_cli_prior_auto_saves_the_kept_prior_and_every_candidate(tmp_path, capsy
     assert kept["chosen"] and sum(c["chosen"] for c in candidates) == 1
     assert json.loads((run / "config.json").read_text())["model"]["prior"] == kept["prior"]
     assert main(["eval", "--run", str(run), "--data", str(data)]) == 0, "the kept run loads like any other"
-    assert capsys.readouterr().out.count(", prior ") == 3
+    out = capsys.readouterr().out
+    assert out.count(", prior ") == 3 and "choosing the prior" not in out, "a named auto is not announced as a default"
+    assert main([*args, "--jobs", "1", "--out", str(tmp_path / "default")]) == 0
+    out = capsys.readouterr().out
+    assert "choosing the prior among gauss, student-t, shape" in out and out.count(", prior ") == 3
+    assert main([*args, "--resume", "--out", str(tmp_path / "resumable")]) == 0
+    assert "choosing the prior" not in capsys.readouterr().out, "--resume trains one model, which checkpoints"
+    assert json.loads((tmp_path / "resumable" / "config.json").read_text())["model"]["prior"] == "gauss"
 
 
 def test_restarts_plot_names_each_candidates_prior():

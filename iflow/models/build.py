@@ -9,7 +9,7 @@ plus one entry here.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from nflows.transforms import CompositeTransform, Transform
 
@@ -29,6 +29,8 @@ from .identifiable_flow import IdentifiableFlow
 from .linear_ica import LinearICA
 from .tcl import TCL
 from .vae import VAE, GaussianEncoder
+
+DEFAULT_PRIOR = "gauss"  # the one prior of a model whose config names none
 
 
 def conditional_prior(config: ModelConfig, dim: int) -> ConditionalPrior:
@@ -194,8 +196,9 @@ def applicable_fields(config: ModelConfig) -> set[str]:
 
 def check_model_options(config: ModelConfig) -> None:
     """:class:`UserError` for names that are not registered, options out of range, and options
-    given to a model that does not read them."""
+    given to a model that does not read them (a prior left unnamed: :func:`with_prior`)."""
     entry = model_entry(config.model)
+    config = with_prior(config)
     for name in unused_options(config):
         value = getattr(config, name)
         given = f"{param(name)} {value}" if isinstance(value, str) else param(name)
@@ -257,8 +260,18 @@ def posterior_checks(config: ModelConfig) -> list[tuple[bool, str]]:
     ]  # fmt: skip
 
 
+def with_prior(config: ModelConfig) -> ModelConfig:
+    """``config`` with the Gaussian prior where its model reads a prior and it names none (the choice
+    among priors that a task may make instead is :func:`iflow.selection.plan_candidates`')."""
+    if config.prior is None and "prior" in model_entry(config.model).options:
+        return replace(config, prior=DEFAULT_PRIOR)
+    return config
+
+
 def build_model(config: ModelConfig) -> Model:
-    """Instantiate the model a config describes; bad names or options raise :class:`UserError`."""
+    """Instantiate the model a config describes (a prior left unnamed: :func:`with_prior`); bad names or
+    options raise :class:`UserError`."""
+    config = with_prior(config)
     check_model_options(config)
     try:
         return MODELS[config.model].build(config)
