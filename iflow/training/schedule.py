@@ -71,7 +71,7 @@ def make_schedule(
     epochs = config.epochs if config.epochs is not None else config.max_epochs
     if name == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=epochs * steps_per_epoch, eta_min=config.lr * 0.01
+            optimizer, T_max=epochs * steps_per_epoch, eta_min=config.lr * FINAL_SCALE
         )
     if name == "plateau":
         return CosineAfterPlateau(optimizer, min(WARMUP_STEPS, steps_per_epoch), config.tolerance, epochs)
