@@ -146,8 +146,8 @@ def report() -> str:
         long = f"{summary(long)}, {np.mean([r['cpu_seconds'] for r in long]):.0f} CPU s" if long else "-"
         pair = rows[RESTARTS]
         seconds = [(r["cpu_seconds"], r["wall_seconds"]) for r in pair]
-        pair = (f"{summary(pair)}, {np.mean(seconds, 0)[0]:.0f} CPU s, {np.mean(seconds, 0)[1]:.0f} s wall "
-                f"[{budget(pair)}]") if pair else "-"
+        pair = (f"{summary(pair)}, held-out gap {held_out_gap(pair)}, {np.mean(seconds, 0)[0]:.0f} CPU s, "
+                f"{np.mean(seconds, 0)[1]:.0f} s wall [{budget(pair)}]") if pair else "-"
         lines.append(
             f"| {label} | {', '.join(sorted(seeds))} | {summary(rows['iflow'])} [{budget(rows['iflow'])}] "
             f"| {np.mean([r['gap'] for r in rows['iflow']]):.2f} | {held_out_gap(rows['iflow'])} "
@@ -207,7 +207,8 @@ def readme_table() -> str:
         if pairs:
             p = np.array([r["mcc"] for r in pairs])
             cpu = np.mean([r["cpu_seconds"] for r in pairs])
-            pair = f"{p.mean():.3f} +- {p.std():.3f} (lowest {p.min():.3f}; {cpu:.0f} CPU s per run; {budget(pairs)})"
+            pair = (f"{p.mean():.3f} +- {p.std():.3f} (lowest {p.min():.3f}; held-out gap {held_out_gap(pairs)}; "
+                    f"{cpu:.0f} CPU s per run; {budget(pairs)})")
         f = np.array([r["mcc"] for r in flows])
         lines.append(
             f"| {label} | {f'**{cell}**' if m.mean() >= 0.95 and m.min() >= 0.90 else cell} | {m.min():.3f} "
