@@ -75,7 +75,7 @@ import torch
 from iflow.config import SCHEDULES, ModelConfig, TrainConfig
 from iflow.data.dataset import Dataset, make_dataset
 from iflow.data.synthetic import SyntheticConfig, generate
-from iflow.defaults import TASK_DEFAULTS, batch_for, training_rows
+from iflow.defaults import TASK_DEFAULTS, batch_for, chooses_prior_on, training_rows
 from iflow.files import atomic_write
 from iflow.metrics import mcc
 from iflow.runs import evaluate, train
@@ -414,7 +414,7 @@ def default_batch(cell: str, quick: bool) -> int:
 
 def chooses_the_prior(cell: str, quick: bool) -> bool:
     """Whether the library chooses the prior on the cell's training half (:func:`iflow.defaults.chooses_prior`)."""
-    return trainer_rows(cell, quick) < TASK_DEFAULTS["recovery"].choose_prior_below
+    return chooses_prior_on(trainer_rows(cell, quick), "recovery")
 
 
 def batch_table(cache: dict, cells: dict[str, dict]) -> list[str]:
@@ -646,9 +646,10 @@ def report(cache: dict, cells: dict[str, dict]) -> str:
         "",
         *restart_selection(cache),
         "",
-        "For comparison, restarts where the Gaussian prior is right (Gaussian sources, 4 mixing layers,",
-        "40 x 1000, library defaults; `OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --restarts 2",
-        "--generators layers4`), read from `benchmarks/recovery.json`:",
+        "For comparison, restarts where the Gaussian prior is right (Gaussian sources, 40 x 1000, library",
+        "defaults: the default benchmark, `iflow-restarts2/S`, and 4 mixing layers, `layers4/...`;",
+        "`OMP_NUM_THREADS=1 python benchmarks/recovery.py --model iflow --restarts 2 [--generators layers4]`),",
+        "read from `benchmarks/recovery.json`:",
         "",
         *recovery_restarts(),
     ]

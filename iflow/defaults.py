@@ -143,9 +143,14 @@ def model_defaults(model_config: ModelConfig, task: str, has_flow: bool) -> Mode
 
 def chooses_prior(data: Dataset, config: TrainConfig) -> bool:
     """Whether a flow's label prior left unnamed is chosen among the label priors by held-out likelihood
-    (as ``--prior auto`` does): integer labels and fewer training rows than the task's ``choose_prior_below``."""
-    d = TASK_DEFAULTS[config.task or task_of(data)]
-    return data.u.ndim == 1 and training_rows(len(data), config) < d.choose_prior_below
+    (as ``--prior auto`` does): integer labels and :func:`chooses_prior_on` the training rows."""
+    return data.u.ndim == 1 and chooses_prior_on(training_rows(len(data), config), config.task or task_of(data))
+
+
+def chooses_prior_on(train_rows: int, task: str) -> bool:
+    """Whether ``task`` chooses the prior of labelled data with ``train_rows`` training rows: fewer than its
+    ``choose_prior_below``."""
+    return train_rows < TASK_DEFAULTS[task].choose_prior_below
 
 
 def training_rows(n: int, config: TrainConfig) -> int:
