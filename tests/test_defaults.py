@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -17,9 +18,11 @@ from iflow.defaults import (
     VAE_FAMILY_DEFAULTS,
     batch_for,
     chooses_prior,
+    max_epochs_for,
     model_defaults,
     task_of,
     train_defaults,
+    training_rows,
 )
 from iflow.models.build import with_prior
 from iflow.runs import plan_run
@@ -73,6 +76,21 @@ def test_recovery_batch_halves_until_an_epoch_has_its_steps(rows: int, batch: in
     train_rows = n - round(0.1 * n)
     assert train_rows // batch >= TASK_DEFAULTS["recovery"].min_steps or batch == SMALLEST_BATCH
     assert train_defaults(data, TrainConfig(batch_size=1000)).batch_size == 1000, "a given batch wins"
+
+
+@pytest.mark.parametrize(("rows", "max_epochs"), [(40_000, 50), (16_384, 50), (16_383, 100), (600, 100)])
+def test_recovery_trains_longer_on_few_rows(rows: int, max_epochs: int) -> None:
+    """``rows`` training rows (validation rows on top): fewer than 16 384 take at most 100 epochs, more 50;
+    what is given wins, a fixed budget has no cap, and the VAE family keeps its own."""
+    n = next(m for m in itertools.count(int(rows / 0.9) - 2) if training_rows(m, TrainConfig()) == rows)
+    data = make_dataset(np.zeros((n, 2)), np.arange(n) % 4, name="sized")
+    assert train_defaults(data, TrainConfig()).max_epochs == max_epochs
+    assert train_defaults(data, TrainConfig(max_epochs=7)).max_epochs == 7
+    assert train_defaults(data, TrainConfig(epochs=7)).max_epochs is None
+    vae = VAE_FAMILY_DEFAULTS["recovery"]
+    assert train_defaults(data, TrainConfig(), variational=True).max_epochs == vae.max_epochs
+    one_label = make_dataset(np.zeros((n, 2)), np.zeros(n, dtype=int))
+    assert train_defaults(one_label, TrainConfig()).max_epochs == TASK_DEFAULTS["density"].max_epochs, "density keeps its cap"
 
 
 @pytest.mark.parametrize("variational", [False, True])
@@ -140,7 +158,7 @@ def test_plan_run_gives_the_vae_family_its_own_recovery_defaults_and_the_flow_ke
     assert (vae.lr, vae.batch_size, vae.prior_fit) != (flow.lr, flow.batch_size, flow.prior_fit), "a real difference"
     iflow = plan_run(labelled(), ModelConfig(model="iflow"), TrainConfig()).run.train_config
     assert (iflow.lr, iflow.batch_size, iflow.max_epochs, iflow.prior_fit) == (
-        flow.lr, batch_for(540, flow), flow.max_epochs, "epoch"
+        flow.lr, batch_for(540, flow), max_epochs_for(540, flow), "epoch"
     )
     given = plan_run(labelled(), ModelConfig(model=model), TrainConfig(lr=1e-4, prior_fit="epoch")).run.train_config
     assert (given.lr, given.prior_fit, given.batch_size) == (1e-4, "epoch", vae.batch_size), "what is given wins"
