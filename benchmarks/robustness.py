@@ -201,7 +201,6 @@ def budget_name(quick: bool, config: TrainConfig, cell: str) -> str:
 
 VARIANTS = ("tolerance", "lr", "batch_size", "schedule", "linear_fit")  # one setting changed at a time, beside the budget's
 FEW_ROWS_MAX = TASK_DEFAULTS["recovery"].few_rows_max_epochs  # the quick cells' cap
-BATCH_LENGTH = f"max{TASK_DEFAULTS['recovery'].max_epochs}-p{TASK_DEFAULTS['recovery'].patience}"  # the batch's rows
 
 
 def variant_of(args: argparse.Namespace) -> tuple[dict, str]:
@@ -316,7 +315,8 @@ def prior_selection(cache: dict) -> list[str]:
               "(`--prior auto`): MCC mean (lowest) | best MCC among priors | Gaussian's MCC | priors chosen |")  # fmt: skip
     lines = [header, "|---|---|---|---|---|---|---|---|"]
     groups = sorted({(b, c, p.partition("+")[1] + p.partition("+")[2]) for b, c, p in grouped})
-    totals = {scope: {"right": 0, "pairs": 0, "best": 0, "not_below_gauss": 0, "seeds": 0} for scope in ("all", "defaults")}
+    counted = ("right", "pairs", "best", "not_below_gauss", "seeds")
+    totals = {scope: dict.fromkeys(counted, 0) for scope in ("all", "defaults")}
     for budget, cell, suffix in groups:
         names_of = {p.partition("+")[0]: p for b, c, p in grouped
                     if (b, c) == (budget, cell) and p.partition("+")[1] + p.partition("+")[2] == suffix}  # fmt: skip
@@ -326,33 +326,32 @@ def prior_selection(cache: dict) -> list[str]:
         seeds = sorted(set.intersection(*({s for s, t in grouped[(budget, cell, names_of[p])] if t == 0} for p in priors)))
         if not seeds:
             continue
-        at_defaults = not suffix and budget == default_budget(cell, budget.split("-")[0]) and priors == sorted(AUTO_PRIORS)
-        scopes = [totals["all"], *([totals["defaults"]] if at_defaults else [])]
-        right = pairs = 0
+        counts = dict.fromkeys(counted, 0)
         chosen, best, gauss, names = [], [], [], []
         for seed in seeds:
             rows = {p: grouped[(budget, cell, names_of[p])][(seed, 0)] for p in priors}
             for i, a in enumerate(priors):
                 for b in priors[i + 1 :]:
-                    pairs += 1
+                    counts["pairs"] += 1
                     ll = rows[a]["val_log_likelihood"] - rows[b]["val_log_likelihood"]
-                    right += (ll > 0) == (rows[a]["mcc"] - rows[b]["mcc"] > 0)
+                    counts["right"] += (ll > 0) == (rows[a]["mcc"] - rows[b]["mcc"] > 0)
             pick = max(priors, key=lambda p: rows[p]["val_log_likelihood"])
-            for total in scopes:
-                total["best"] += rows[pick]["mcc"] == max(r["mcc"] for r in rows.values())
-                total["not_below_gauss"] += "gauss" in rows and rows[pick]["mcc"] >= rows["gauss"]["mcc"]
-                total["seeds"] += 1
+            counts["best"] += rows[pick]["mcc"] == max(r["mcc"] for r in rows.values())
+            counts["not_below_gauss"] += "gauss" in rows and rows[pick]["mcc"] >= rows["gauss"]["mcc"]
+            counts["seeds"] += 1
             chosen.append(rows[pick]["mcc"])
             names.append(pick)
             best.append(max(r["mcc"] for r in rows.values()))
             gauss.append(rows["gauss"]["mcc"] if "gauss" in rows else float("nan"))
         lines.append(
-            f"| {budget}{suffix} | {cell} | {', '.join(map(str, seeds))} | {right}/{pairs} "
+            f"| {budget}{suffix} | {cell} | {', '.join(map(str, seeds))} | {counts['right']}/{counts['pairs']} "
             f"| {bold(np.mean(chosen), min(chosen))} "
             f"| {np.mean(best):.3f} | {np.mean(gauss):.3f} | {', '.join(names)} |"
         )
-        for total in scopes:
-            total["right"], total["pairs"] = total["right"] + right, total["pairs"] + pairs
+        size = budget.split("-")[0]
+        at_defaults = not suffix and budget == default_budget(cell, size) and priors == sorted(AUTO_PRIORS)
+        for scope in ("all", "defaults") if at_defaults else ("all",):
+            totals[scope] = {key: totals[scope][key] + counts[key] for key in counts}
     for scope, words in (("all", "In all"), ("defaults", "At the library defaults (gauss, student-t and shape)")):
         t = totals[scope]
         lines += ["", f"{words}: the likelihood ordered MCC right in {t['right']} of {t['pairs']} pairs of priors, "
@@ -438,9 +437,12 @@ def batch_table(cache: dict, cells: dict[str, dict]) -> list[str]:
     for size in ("full", "quick"):
         for cell in cells:
             default = default_batch(cell, size == "quick")
+            # the batch was measured within the 50 epochs that were the defaults at every size then
+            fifty = TrainConfig(max_epochs=TASK_DEFAULTS["recovery"].max_epochs)
+            measured_at = budget_name(size == "quick", fifty, cell)
             measured = {}
             for (budget, name, prior), rows in grouped.items():
-                if budget == f"{size}-{BATCH_LENGTH}" and name == cell:
+                if budget == measured_at and name == cell:
                     if prior == "gauss":
                         measured[default] = rows
                     elif prior.startswith("gauss+batch-size-") and prior.count("+") == 1:
