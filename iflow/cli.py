@@ -160,8 +160,8 @@ MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_boun
                  "learn_noise", "beta", "anneal_steps", "iw_samples", "train_samples", "encoder", "tcl_ica",
                  "posterior", "posterior_depth", "objective_weights")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
-                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit", "precision",
-                 "compile")  # fmt: skip
+                 "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit", "rate_cut",
+                 "precision", "compile")  # fmt: skip
 PER_TASK = "default: per task, see README"
 
 
@@ -224,6 +224,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help=f"stop after this many epochs without a held-out gain above --tolerance ({PER_TASK})")
     p.add_argument("--tolerance", type=nonnegative_float, default=d.tolerance,
                    help=f"held-out log-likelihood gain (nats/sample) that counts as progress ({PER_TASK})")
+    p.add_argument("--rate-cut", type=nonnegative_float, default=d.rate_cut, metavar="F",
+                   help="on a held-out plateau while the learning rate is at least F x --lr, and when the held-out "
+                        "log-likelihood collapses (0.2 nats per dimension below its best), go back to the best "
+                        f"epoch's state at half the rate instead of stopping; 0: off ({PER_TASK})")
     p.add_argument("--time-limit", type=positive_float, default=d.time_limit, metavar="SECONDS",
                    help="stop after the first epoch that ends past this many seconds of training (default: none)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size, help=f"batch size ({PER_TASK})")
@@ -508,6 +512,9 @@ def report_training(out: Path, metrics: dict, seconds: float) -> None:
     if metrics["stop_reason"]:  # a closed-form model (FastICA, x itself) has no epochs
         print(f"{out}: stopped after {metrics['epochs_trained']} epochs ({metrics['stop_reason']}: "
               f"{STOP_REASONS[metrics['stop_reason']]}); kept epoch {metrics['best_epoch']}, the best held out")
+    if metrics["returns_to_best"]:
+        print(f"{out}: went back to the best state at half the learning rate {metrics['returns_to_best']} time(s), "
+              "after a collapse or a plateau at a high rate (--rate-cut; the epochs in history.csv, returned_to_best)")
     print(f"{out}: training rows {format_metrics(metrics['train'])} ({seconds:.0f} s)")
     print(f"{out}: validation rows {format_metrics(metrics['val'])}")
     if "test" in metrics:

@@ -63,6 +63,10 @@ class TrainConfig:
     patience: int | None = None  # epochs without a held-out gain above the tolerance before stopping
     tolerance: float | None = None  # nats per sample
     time_limit: float | None = None  # seconds of training, checked after each epoch; None: no limit
+    # on a held-out plateau while the learning rate is at least rate_cut x lr, and on a collapse of the held-out
+    # log-likelihood, go back to the best epoch's state at half the rate instead of stopping (or going on);
+    # 0: off; None: the task's default (iflow/defaults.py)
+    rate_cut: float | None = None
     batch_size: int | None = None
     lr: float | None = None
     weight_decay: float = 0.0
@@ -91,6 +95,7 @@ class TrainConfig:
             (self.patience is None or self.patience >= 1, f"{param('patience')} must be >= 1, got {self.patience}"),
             (self.tolerance is None or self.tolerance >= 0,
              f"{param('tolerance')} must be >= 0, got {self.tolerance}"),
+            (self.rate_cut is None or 0 <= self.rate_cut < 1, f"{param('rate_cut')} must be in [0, 1), got {self.rate_cut}"),
             (self.time_limit is None or self.time_limit > 0,
              f"{param('time_limit')} must be > 0 seconds, got {self.time_limit}"),
             (self.batch_size is None or self.batch_size >= 1,

@@ -48,8 +48,15 @@ def test_train_to_convergence_says_why_it_stopped(trained, capsys, tmp_path):
     assert (history["stop_reason"], len(history["epochs"])) == ("max_epochs", 3)
     config = json.loads((run / "config.json").read_text())["train"]
     assert (config["task"], config["lr"], config["epochs"]) == ("recovery", 2e-2, None)
-    assert main([*argv, "--overwrite", "--patience", "1", "--tolerance", "1e6"]) == 0
+    assert main([*argv, "--overwrite", "--patience", "1", "--tolerance", "1e6", "--rate-cut", "0"]) == 0
     assert "stopped after 2 epochs (converged:" in capsys.readouterr().out  # epoch 1 sets the reference
+    # the default rate cut: the plateau at epoch 2 comes at the full rate, so training goes back to epoch 1 at half
+    assert main([*argv, "--overwrite", "--patience", "1", "--tolerance", "1e6"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped after 3 epochs (max_epochs:" in out and "half the learning rate 1 time(s)" in out
+    epochs = json.loads((run / "history.json").read_text())["epochs"]
+    assert [e.get("returned_to_best") for e in epochs] == [None, "plateau", None]
+    assert epochs[2]["lr"] < 0.55 * epochs[1]["lr"]
 
 
 def test_eval_json_and_encode_agree(trained, capsys, tmp_path):

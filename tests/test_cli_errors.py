@@ -266,6 +266,7 @@ CASES = [
     Case("zero patience", TRAIN_GOOD + " --patience 0", ("--patience", "positive integer")),
     Case("negative tolerance", TRAIN_GOOD + " --tolerance -0.1", ("--tolerance", ">= 0")),
     Case("zero time limit", TRAIN_GOOD + " --time-limit 0", ("--time-limit", "> 0")),
+    Case("rate cut of 1", TRAIN_GOOD + " --rate-cut 1", ("--rate-cut", "[0, 1)")),
     Case("lr zero", TRAIN_GOOD + " --lr 0", ("--lr", "> 0")),
     Case("lr negative", TRAIN_GOOD + " --lr -0.001", ("--lr", "> 0")),
     Case("lr nan", TRAIN_GOOD + " --lr nan", ("--lr", "> 0")),

@@ -10,8 +10,9 @@ reports (:mod:`iflow.training.progress`). The trainer calls models only through
 :class:`~iflow.protocols.Model`.
 
 Reliability: non-finite losses roll back to the start of the epoch and retry with a
-smaller learning rate, checkpoints make killed runs resumable bit for bit,
-SIGINT/SIGTERM stop cleanly.
+smaller learning rate; with ``TrainConfig.rate_cut``, a collapse of the held-out
+log-likelihood, or a plateau at a high rate, goes back to the best state at half the rate;
+checkpoints make killed runs resumable bit for bit, SIGINT/SIGTERM stop cleanly.
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ WARM_START_ROWS = 8192  # about this many rows, strided over the data, set the d
 
 LR_DECAY = 0.1  # learning-rate factor after each divergence
 MAX_RETRIES = 3  # learning-rate reductions before giving up
+# With ``TrainConfig.rate_cut`` on, a collapse (the held-out log-likelihood this many nats per dimension of x below
+# its best; at lr 2e-2 a 5-D run fell from 4.62 nats at epoch 15 to -8.67 at epoch 23 and never climbed back in
+# 50 epochs, benchmarks/heldout_tails.md, where the epoch-to-epoch change is about 0.03 nats on the default
+# benchmark), and a plateau (patience) while the rate is at least rate_cut x lr,
+# send training back to the best state at the learning rate times RATE_CUT_FACTOR (benchmarks/robustness.md,
+# "Back to the best state"). A run with neither is step for step the same as without.
+COLLAPSE_NATS_PER_DIM = 0.2
+RATE_CUT_FACTOR = 0.5
 
 log = logging.getLogger(__name__)
 
@@ -281,6 +290,28 @@ class Trainer:
         )  # fmt: skip
         self.epoch_start = self.capture()
 
+    def collapse_margin(self) -> float:
+        """How far (nats/sample) below its best the held-out log-likelihood falls in a collapse."""
+        return COLLAPSE_NATS_PER_DIM * self.tensors.x_val[0].numel()
+
+    def rate_is_high(self) -> bool:
+        """Whether the learning rate is at least ``config.rate_cut`` times its base (never with rate_cut 0)."""
+        return self.config.rate_cut > 0 and self.optimizer.param_groups[0]["lr"] >= self.config.rate_cut * self.config.lr
+
+    def return_to_best(self, record: dict, why: str) -> None:
+        """After a collapse or a plateau at a high rate (``why``): the best state's weights (and prior) again,
+        the learning rate times ``RATE_CUT_FACTOR``; ``record`` (the epoch's) says so in the history."""
+        best = self.progress.result
+        self.model.load_state_dict(copy.deepcopy(self.progress.best_state))
+        scale_learning_rate(self.optimizer, self.schedule, RATE_CUT_FACTOR)
+        record["returned_to_best"] = why
+        log.info(
+            "iflow: epoch %d: held-out log-likelihood %.3f %s (best %.3f, epoch %d); back to that epoch's state, "
+            "learning rate now %.3g",
+            record["epoch"], record["val_log_likelihood"], "collapsed" if why == "collapsed" else "on a plateau",
+            best.best_val_log_likelihood, best.best_epoch, self.optimizer.param_groups[0]["lr"],
+        )  # fmt: skip
+
     def save(self) -> None:
         """Write a checkpoint of the current state (never a non-finite one; rank 0 only)."""
         if distributed.is_main():
@@ -366,8 +397,15 @@ class Trainer:
             result.best_val_log_likelihood = record["val_log_likelihood"]
             result.best_epoch = p.epoch + 1
             p.best_state = copy.deepcopy(self.model.state_dict())
+        elif self.config.rate_cut > 0 and record["val_log_likelihood"] < result.best_val_log_likelihood - self.collapse_margin():
+            self.return_to_best(record, "collapsed")
         p.epoch, p.step, p.order = p.epoch + 1, 0, None
-        result.stop_reason = self.rule.decide(record) or ("converged" if decayed and not self.rule.fixed else "")
+        reason = self.rule.decide(record)
+        if reason == "converged" and self.rate_is_high():  # a plateau at a high rate: go on from the best, slower
+            if "returned_to_best" not in record:
+                self.return_to_best(record, "plateau")
+            self.rule.stalled, reason = 0, None
+        result.stop_reason = reason or ("converged" if decayed and not self.rule.fixed else "")
         p.stopping = self.rule.state()
         return record
 
