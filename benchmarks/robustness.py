@@ -188,7 +188,7 @@ def run_row(config: SyntheticConfig, prior: str, train_config: TrainConfig) -> d
         "x_mcc": mcc(held_out.x, held_out.s).mcc,
         "target": in_target(config),
         "rate_cut": run.train_config.rate_cut,  # as filled by the defaults
-        "returns_to_best": sum("returned_to_best" in r for r in result.history),
+        "returns_to_best": result.returns_to_best,
     }
 
 

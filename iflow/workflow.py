@@ -114,7 +114,7 @@ def train_and_evaluate(
     metrics = evaluate(run, plan.data)
     metrics.update(split="all", best_epoch=result.best_epoch, data=plan.data.source)
     metrics.update(epochs_trained=len(result.history), stop_reason=result.stop_reason,
-                   returns_to_best=sum("returned_to_best" in record for record in result.history))
+                   returns_to_best=result.returns_to_best)
     for name, rows in zip(("train", "val"), plan.split, strict=True):  # the rows trained on and the held-out rows, apart
         metrics[name] = evaluate(run, subset(plan.data, rows, f"{name} rows"))
     if candidates:

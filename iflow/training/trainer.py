@@ -79,6 +79,11 @@ class TrainResult:
     seconds: float = 0.0
     stop_reason: str = ""
 
+    @property
+    def returns_to_best(self) -> int:
+        """Epochs after which training went back to the best state (``TrainConfig.rate_cut``)."""
+        return sum("returned_to_best" in record for record in self.history)
+
 
 class TrainingDiverged(UserError):
     """The loss or a gradient stayed non-finite after every learning-rate reduction."""
