@@ -4,6 +4,7 @@
     OMP_NUM_THREADS=1 python benchmarks/ivae_fig2a.py --settings paper --seeds 1
 
 Options and the row cache (benchmarks/ivae_fig2a_rows.json) as in benchmarks/noise.py.
+The authors' own code on the data of their own generator, beside iflow's iVAE: benchmarks/ivae_authors.py.
 """
 
 from noise import main
