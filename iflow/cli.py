@@ -20,6 +20,7 @@ from .config import (  # dataclasses only: --help stays instant
     MAX_SEED,
     PRECISIONS,
     PRIOR_FITS,
+    STARTS,
     ModelConfig,
     TrainConfig,
 )
@@ -161,7 +162,7 @@ MODEL_OPTIONS = ("model", "flow", "prior", "depth", "hidden", "bins", "tail_boun
                  "posterior", "posterior_depth", "objective_weights")  # fmt: skip
 TRAIN_OPTIONS = ("epochs", "batch_size", "lr", "weight_decay", "val_fraction", "seed", "device", "threads",
                  "prior_fit", "linear_fit", "max_epochs", "patience", "tolerance", "time_limit", "rate_cut",
-                 "precision", "compile")  # fmt: skip
+                 "precision", "compile", "start")  # fmt: skip
 PER_TASK = "default: per task, see README"
 
 
@@ -246,6 +247,11 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         help="after every epoch, refit the flow's last linear layer by L-BFGS on the likelihood with the "
         "Gaussian label prior profiled out (epoch); auto (default): whenever the flow ends in a linear "
         "layer, the prior is a Gaussian label prior and --prior-fit is epoch",
+    )  # fmt: skip
+    p.add_argument(
+        "--start", choices=STARTS, default=d.start,
+        help="ivae: random weights (default), or flow: first train the identifiable flow with its defaults on the "
+        "same rows, fit the encoder's mean and the decoder to its latents, then train the iVAE from there",
     )  # fmt: skip
     p.add_argument(
         "--precision", choices=PRECISIONS, default=d.precision,

@@ -14,6 +14,7 @@ ENCODERS = ("mlp", "product")
 POSTERIORS = ("gaussian", "flow")
 SCHEDULES = ("cosine", "plateau", "constant")
 TASKS = ("recovery", "density", "image")
+STARTS = ("random", "flow")
 PRECISIONS = ("fp32", "tf32", "bf16")  # see iflow/training/precision.py
 MAX_SEED = 2**32 - 1  # seeds are 0..MAX_SEED (numpy's legacy seeding; restarts add their index to it in torch)
 
@@ -83,6 +84,9 @@ class TrainConfig:
     threads: int = 1
     precision: str = "fp32"  # of the training steps: fp32, tf32 (CUDA matmuls) or bf16 (conditioner networks)
     compile: bool = False  # torch.compile the training loss (iflow/training/compiled.py)
+    # the VAE's start: random weights, or fitted to the latents of an identifiable flow trained first with its
+    # defaults on the same rows (iflow/training/flow_start.py); None: the task's (flow for the iVAE where it applies)
+    start: str | None = None
 
     def validate(self) -> None:
         """:class:`UserError` for values out of range or options that contradict each other."""
@@ -114,6 +118,7 @@ class TrainConfig:
              f"unknown {param('linear_fit')} {self.linear_fit!r}; choose from {LINEAR_FITS}"),
             (self.linear_fit != "epoch" or self.prior_fit in (None, "epoch"),
              f"{param('linear_fit')} epoch profiles the prior out, so it needs {param('prior_fit')} epoch"),
+            (self.start is None or self.start in STARTS, f"unknown {param('start')} {self.start!r}; choose from {STARTS}"),
             (self.precision in PRECISIONS,
              f"unknown {param('precision')} {self.precision!r}; choose from {PRECISIONS}"),
             (self.precision != "tf32" or self.device.startswith("cuda"),

@@ -227,7 +227,8 @@ class IVAEICA(_RunEstimator):
     importance-weighted lower bound on log p(x | u) with ``iw_samples`` draws, ``sample`` the decoder
     mean at prior draws. Parameters are those of ``iflow train --model ivae``; ``n_components`` is the
     latent dimension (None: the number of features). ``train_samples`` 1 trains the ELBO, > 1 the
-    importance-weighted bound. Options left at None (and ``batch_size="auto"``) take the defaults of
+    importance-weighted bound. ``start`` ``"flow"`` trains the identifiable flow first and starts from its
+    latents, ``"random"`` from random weights. Options left at None (and ``batch_size="auto"``) take the defaults of
     ``iflow train --model ivae`` for these data (iflow/defaults.py). In a ``Pipeline``, u reaches ``transform`` by
     scikit-learn's metadata routing: with ``sklearn.set_config(enable_metadata_routing=True)`` and
     ``IVAEICA(...).set_transform_request(u=True)``, ``pipe.transform(X, u=u)``.
@@ -253,6 +254,7 @@ class IVAEICA(_RunEstimator):
         lr: float | None = None,
         val_fraction: float = 0.1,
         prior_fit: str | None = None,
+        start: str | None = None,
         random_state: int | np.random.RandomState | None = None,
         device: str = "cpu",
         threads: int = 1,
@@ -272,10 +274,14 @@ class IVAEICA(_RunEstimator):
         self.lr = lr
         self.val_fraction = val_fraction
         self.prior_fit = prior_fit
+        self.start = start
         self.random_state = random_state
         self.device = device
         self.threads = threads
         self.verbose = verbose
+
+    def _extra_train_options(self) -> dict:
+        return {"start": self.start}
 
     def _model_config(self) -> ModelConfig:
         return ModelConfig(model="ivae", prior=self.prior, depth=self.depth, hidden=self.hidden,

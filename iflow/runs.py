@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -38,9 +39,12 @@ from .splits import describe_training_data
 from .training.checkpoint import Checkpointing
 from .training.closed_form import fit_closed_form
 from .training.epoch_end import uses_linear_fit
+from .training.flow_start import check_flow_start, fit_to_latents, start_for
 from .training.precision import check_precision
 from .training.trainer import TrainResult, fit, split_for_training
 from .units import DATA_UNITS, HISTORY_UNITS, add_data_units
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE, WEIGHTS_FILE, METRICS_FILE, HISTORY_FILE = "config.json", "model.pt", "metrics.json", "history.json"
 HISTORY_CSV = "history.csv"  # one row per epoch: the curve of history.json
@@ -121,6 +125,9 @@ def plan_run(data: Dataset, model_config: ModelConfig, train_config: TrainConfig
                                                     entry.variational)  # fmt: skip
     resolve_device(train_config.device)
     model_config = with_prior(fill_model_config(data, model_config))
+    train_config = replace(train_config, start=start_for(model_config, train_config, entry.variational))
+    if train_config.start == "flow":
+        check_flow_start(model_config)
     split = split_for_training(data, train_config)
     seed_everything(train_config.seed)  # the initial weights are part of what the seed fixes
     model = build_model(model_config)
@@ -142,7 +149,10 @@ def train_planned(
         model_options = {f"model.{k}": v for k, v in asdict(run.model_config).items()}
         checkpoint = replace(checkpoint, context={**checkpoint.context, **model_options})
     entry = model_entry(run.model_config.model)
+    resumes = checkpoint is not None and checkpoint.resume and checkpoint.path.exists()
     with torch_threads(run.train_config.threads):
+        if run.train_config.start == "flow" and not resumes:  # a resumed run restores the weights it had
+            start_from_flow(plan, progress)
         result = None
         if entry.trained:
             result = fit(run.model, plan.train_data, run.train_config, progress, checkpoint, plan.split)
@@ -151,6 +161,30 @@ def train_planned(
     if run.model.likelihood != NO_LIKELIHOOD:  # TCL validates on log p(u | x): no units of x to convert
         add_data_units(result.history, run.standardizer.log_abs_det)
     return run, result
+
+
+def start_from_flow(plan: RunPlan, progress: bool) -> Run:
+    """Train the identifiable flow on the plan's data (its defaults; the plan's prior family, seed, split and
+    device), then fit the plan's VAE to the flow's latents of the training rows
+    (:func:`iflow.training.flow_start.fit_to_latents`); returns the flow's run."""
+    config = plan.run.train_config
+    flow_config = TrainConfig(seed=config.seed, split_seed=config.split_seed, val_fraction=config.val_fraction,
+                              task=config.task, device=config.device, threads=config.threads)  # fmt: skip
+    flow_plan = plan_run(plan.data, ModelConfig(model="iflow", prior=plan.run.model_config.prior), flow_config)
+    if not np.array_equal(flow_plan.split[0], plan.split[0]):
+        raise AssertionError("the flow that starts the VAE must train on the VAE's training rows")
+    log.info("iflow: start flow: training the identifiable flow first")
+    flow_run, flow_result = train_planned(flow_plan, progress)
+    rows = plan.split[0]
+    x, u = as_tensors(plan.train_data.x[rows], plan.train_data.u[rows], plan.run.device)
+    with torch.no_grad():
+        flow_run.model.eval()
+        z = batched(flow_run.model.encode, x, u)
+    error = fit_to_latents(plan.run.model, x, u, z, config.seed)
+    log.info("iflow: start flow: the flow stopped after %d epochs (%s); the %s's encoder and decoder fitted to its "
+             "latents (mean squared error %.3f); training the %s", len(flow_result.history),
+             flow_result.stop_reason, plan.run.model_config.model, error, plan.run.model_config.model)  # fmt: skip
+    return flow_run
 
 
 def train(

@@ -164,6 +164,25 @@ def test_plan_run_gives_the_vae_family_its_own_recovery_defaults_and_the_flow_ke
     assert (given.lr, given.prior_fit, given.batch_size) == (1e-4, "epoch", vae.batch_size), "what is given wins"
 
 
+@pytest.mark.parametrize(
+    ("model", "options", "start"),
+    [
+        ("ivae", {}, "flow"),  # the iVAE on recovery data starts from the identifiable flow
+        ("ivae", {"latent_dim": 2}, "random"),  # fewer latents than dimensions: no flow has that z
+        ("ivae", {"posterior": "flow"}, "flow"),
+        ("vae", {}, "random"),  # the baselines stay baselines
+        ("tcvae", {}, "random"),
+        ("iflow", {}, "random"),
+    ],
+)
+def test_the_ivae_starts_from_the_flow_where_it_can(model: str, options: dict, start: str) -> None:
+    assert plan_run(labelled(), ModelConfig(model=model, **options), TrainConfig()).run.train_config.start == start
+    given = plan_run(labelled(), ModelConfig(model="ivae"), TrainConfig(start="random")).run.train_config
+    assert given.start == "random", "what is given wins"
+    density = plan_run(labelled(labels=1), ModelConfig(model="ivae"), TrainConfig()).run.train_config
+    assert density.start == "random", "one label: the density task, no identifiable flow to start from"
+
+
 def test_the_vae_family_takes_the_task_defaults_where_it_has_none_of_its_own() -> None:
     assert "density" not in VAE_FAMILY_DEFAULTS
     filled = plan_run(labelled(labels=1), ModelConfig(model="ivae"), TrainConfig()).run.train_config
