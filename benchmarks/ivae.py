@@ -42,8 +42,8 @@ HERE = Path(__file__).parent
 RESULTS, REPORT = HERE / "ivae_results.json", HERE / "ivae.md"
 CEILING = HERE / "noisy_ceiling.json"  # written by benchmarks/noisy_ceiling.py: true log p(x | u), Bayes ceiling
 
-VAE_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=3e-3, prior_fit="none", linear_fit="none")  # as measured
-DISCRETE_TRAIN = TrainConfig(epochs=50, batch_size=200, lr=1e-2, prior_fit="none", linear_fit="none")  # the paper's discrete settings
+VAE_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=3e-3, prior_fit="none", linear_fit="none", start="random")  # as measured
+DISCRETE_TRAIN = TrainConfig(epochs=50, batch_size=200, lr=1e-2, prior_fit="none", linear_fit="none", start="random")  # the paper's discrete settings
 FLOW_TRAIN = TrainConfig(epochs=30, batch_size=256, lr=1e-3, prior_fit="none", linear_fit="none")  # as measured (the defaults of the time)
 PARTS = {
     "noisy": (
@@ -226,6 +226,7 @@ PREDATED = {
     "image_shape": None,
     "linear_fit": "none",
     "encoder": "mlp",
+    "start": "random",
 }
 
 

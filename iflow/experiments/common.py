@@ -33,7 +33,9 @@ FLOW_DEFAULTS, VAE_DEFAULTS = TASK_DEFAULTS["recovery"], VAE_FAMILY_DEFAULTS["re
 TRAINING = {  # the recovery defaults of `iflow train`; the experiments fix the number of epochs instead, and the
     # flows' batch at its largest (512, as they were measured) rather than halving it on small data (iflow/defaults.py)
     "flow": {"lr": FLOW_DEFAULTS.lr, "batch_size": FLOW_DEFAULTS.batch_size},
-    "vae": {"lr": VAE_DEFAULTS.lr, "batch_size": VAE_DEFAULTS.batch_size, "prior_fit": VAE_DEFAULTS.prior_fit},
+    # the papers' VAEs start from random weights, not from the identifiable flow iflow's defaults start the iVAE from
+    "vae": {"lr": VAE_DEFAULTS.lr, "batch_size": VAE_DEFAULTS.batch_size, "prior_fit": VAE_DEFAULTS.prior_fit,
+            "start": "random"},
     "tcl": {"lr": 1e-2, "batch_size": 256},
     "closed_form": {},
 }

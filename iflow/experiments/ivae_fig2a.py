@@ -39,7 +39,7 @@ PUBLISHED = {"paper": 0.952}  # iVAE, Fig. 2a, n = d = 5, 40 x 1000
 # depth 2: the authors' MLP(n_layers=3) counts its linear layers, so it has 2 hidden layers; iflow's depth counts hidden ones
 PAPER_MODEL = ModelConfig(model="ivae", prior="gauss-var", hidden=100, depth=2, noise_var=0.1,
                           objective_weights=[100.0, 1.0, 0.0, 10.0])  # fmt: skip
-PAPER_TRAIN = TrainConfig(epochs=20, batch_size=64, lr=1e-2, prior_fit="none")
+PAPER_TRAIN = TrainConfig(epochs=20, batch_size=64, lr=1e-2, prior_fit="none", start="random")
 NOISE_SD = 0.1
 IFLOW_DEFAULTS = {"epochs": None, "batch_size": None, "lr": None, "prior_fit": None}  # filled: iflow/defaults.py
 INGREDIENTS: dict[str, dict] = {  # setting -> what changes from the paper's protocol

@@ -57,9 +57,9 @@ def test_report_writes_csv_figure_and_table_with_the_crossover(tmp_path):
     noise.report(fake_rows(), tmp_path)
     table = (tmp_path / "noise.md").read_text()
     assert "| 0.1 | identifiable flow | **0.965 +- 0.005** |" in table
-    assert "| 0.5 | iVAE, flow posterior | **0.735 +- 0.005** |" in table
+    assert "| 0.5 | iVAE, flow posterior, random start | **0.735 +- 0.005** |" in table
     assert "The flow stops being the best choice at sd 0.5." in table
-    assert "0.5: iVAE, flow posterior." in table
+    assert "0.5: iVAE, flow posterior, random start." in table
     assert (tmp_path / "noise.png").stat().st_size > 10_000
     assert len((tmp_path / "noise.csv").read_text().splitlines()) == 1 + len(fake_rows())
 
@@ -76,6 +76,6 @@ def test_no_model_is_marked_best_where_x_itself_beats_every_model(tmp_path):
     rows = [{**row, "mcc_x": 0.9} if row["noise"] == 0.5 else row for row in fake_rows()]
     noise.report(rows, tmp_path)
     table = (tmp_path / "noise.md").read_text()
-    assert "| 0.5 | iVAE, flow posterior | 0.735 +- 0.005 |" in table  # the best model, not bold
+    assert "| 0.5 | iVAE, flow posterior, random start | 0.735 +- 0.005 |" in table  # the best model, not bold
     assert not [line for line in table.splitlines() if line.startswith("| 0.5 ") and "**" in line]
     assert "0.5: no model above x itself." in table
