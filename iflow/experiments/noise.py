@@ -4,7 +4,8 @@ Data: the iFlow generator (5 sources, 40 segments, 3 xtanh mixing layers, means 
 deviations modulated by the segment) with x = f(s) + N(0, sd^2 I), sd in :data:`NOISE_LEVELS`
 (the raw mixed signal has a standard deviation of about 1 per dimension). Each segment has
 ``per_segment`` training points and ``test_per_segment`` more, drawn with them, held out. Models
-(:data:`MODELS`): the identifiable flow, the iVAE with a Gaussian and with a flow posterior, the
+(:data:`MODELS`): the identifiable flow, the iVAE with a Gaussian posterior (started from the flow's
+latents, its default, and from random weights) and with a flow posterior (from random weights), the
 VAE. Each row: MCC and log-likelihood (exact for the flow, the importance-weighted bound for the
 VAEs) on the held-out points, beside the Bayes ceiling on MCC and the true log p(x | u) of the same
 points (:mod:`iflow.data.noisy_ceiling`; exact at sd 0, where the ceiling is 1) and MCC of x itself.
