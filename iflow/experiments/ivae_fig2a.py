@@ -42,6 +42,10 @@ PAPER_MODEL = ModelConfig(model="ivae", prior="gauss-var", hidden=100, depth=2, 
 PAPER_TRAIN = TrainConfig(epochs=20, batch_size=64, lr=1e-2, prior_fit="none", start="random")
 NOISE_SD = 0.1
 IFLOW_DEFAULTS = {"epochs": None, "batch_size": None, "lr": None, "prior_fit": None}  # filled: iflow/defaults.py
+IFLOW_IVAE = {  # every option at iflow's default but the paper's variance-only prior; so started from the flow
+    "model": {"hidden": None, "depth": None, "noise_var": ModelConfig().noise_var, "objective_weights": None},
+    "train": {**IFLOW_DEFAULTS, "start": None},
+}
 INGREDIENTS: dict[str, dict] = {  # setting -> what changes from the paper's protocol
     "paper": {},
     "plain ELBO": {"model": {"objective_weights": None}},
@@ -52,6 +56,10 @@ INGREDIENTS: dict[str, dict] = {  # setting -> what changes from the paper's pro
     "mean and variance prior (gauss)": {"model": {"prior": "gauss"}},
     "no observation noise (the authors' shipped configs)": {"data": {"noise": 0.0}},
     "no observation noise, iflow's VAE training defaults": {"data": {"noise": 0.0}, "train": IFLOW_DEFAULTS},
+    "start from the identifiable flow (--start flow)": {"train": {"start": "flow"}},
+    "no observation noise, start from the identifiable flow": {"data": {"noise": 0.0}, "train": {"start": "flow"}},
+    "iflow's iVAE (--model ivae --prior gauss-var: its defaults, from the flow)": IFLOW_IVAE,
+    "no observation noise, iflow's iVAE (from the flow)": {**IFLOW_IVAE, "data": {"noise": 0.0}},
 }
 CEILING_ROWS, CEILING_SAMPLES = 2000, 1000
 
