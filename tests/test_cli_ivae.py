@@ -106,7 +106,7 @@ def test_flow_rejects_latent_dim(noisy_data, tmp_path, capsys):
 
 def test_train_samples_reach_the_run_and_refuse_beta(noisy_data, tmp_path, capsys):
     out = tmp_path / "iwae"
-    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--epochs", "1", "--batch-size", "64",
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--start", "random", "--epochs", "1", "--batch-size", "64",
             "--hidden", "16", "--depth", "1", "--iw-samples", "4", "--train-samples", "3", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert json.loads((out / "config.json").read_text())["model"]["train_samples"] == 3
@@ -119,7 +119,7 @@ def test_train_samples_reach_the_run_and_refuse_beta(noisy_data, tmp_path, capsy
 
 def test_product_encoder_round_trip(noisy_data, tmp_path, capsys):
     out = tmp_path / "product"
-    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--encoder", "product", "--epochs", "1",
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--start", "random", "--encoder", "product", "--epochs", "1",
             "--batch-size", "64", "--hidden", "16", "--depth", "1", "--iw-samples", "4", "--train-samples", "3",
             "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
@@ -141,7 +141,7 @@ def test_product_encoder_round_trip(noisy_data, tmp_path, capsys):
 
 def test_flow_posterior_and_objective_weights_through_the_command_line(noisy_data, tmp_path, capsys):
     out = tmp_path / "flow"
-    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--posterior", "flow", "--posterior-depth", "1",
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--start", "random", "--posterior", "flow", "--posterior-depth", "1",
             "--epochs", "1", "--batch-size", "64", "--hidden", "16", "--depth", "1", "--iw-samples", "4",
             "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
@@ -149,7 +149,7 @@ def test_flow_posterior_and_objective_weights_through_the_command_line(noisy_dat
     assert recorded["posterior"] == "flow" and recorded["posterior_depth"] == 1
     assert len(load_run(out).model.posterior_flow.transform._transforms) == 1
     weighted = tmp_path / "weighted"
-    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--objective-weights", "100", "1", "0", "10",
+    argv = ["train", "--data", str(noisy_data), "--model", "ivae", "--start", "random", "--objective-weights", "100", "1", "0", "10",
             "--epochs", "1", "--batch-size", "64", "--hidden", "16", "--depth", "1", "--out", str(weighted)]  # fmt: skip
     assert main(argv) == 0
     assert load_run(weighted).model.objective_weights == (100.0, 1.0, 0.0, 10.0)

@@ -24,7 +24,8 @@ from iflow.metrics import mcc
 from iflow.selection import AUTO_PRIORS, plan_candidates
 
 TINY_FLOW = {"epochs": 1, "hidden": 8, "depth": 2, "random_state": 0}
-TINY_IVAE = {"epochs": 1, "hidden": 8, "depth": 1, "iw_samples": 4, "random_state": 0}
+# the estimator checks test scikit-learn's conventions, not the start: random weights spare each fit a flow's training
+TINY_IVAE = {"epochs": 1, "hidden": 8, "depth": 1, "iw_samples": 4, "start": "random", "random_state": 0}
 
 # scikit-learn's checks call transform(X) without u; the iVAE's encoder reads u, so these checks cannot
 # run on it. What they test (pickling, idempotent fit, row-order and subset invariance, dtypes) is
@@ -84,7 +85,8 @@ def test_flow_recovers_sources(synthetic, fitted_flow):
 def test_ivae_recovers_sources(synthetic):
     ivae = IVAEICA(epochs=20, batch_size=64, random_state=0).fit(synthetic.x, synthetic.u)
     recovered = mcc(ivae.transform(synthetic.x, synthetic.u), synthetic.s).mcc
-    assert recovered > mcc(synthetic.x, synthetic.s).mcc + 0.07  # measured 0.79 against 0.67
+    # measured 0.972 against x's 0.67; from random weights (start="random") 0.845, which this margin refuses
+    assert recovered > mcc(synthetic.x, synthetic.s).mcc + 0.2
 
 
 def test_inverse_transform_round_trip(synthetic, fitted_flow):
@@ -164,7 +166,7 @@ def test_grid_search_selects_by_held_out_log_likelihood(synthetic):
 
 def test_ivae_transform_needs_u_and_keeps_row_order(synthetic):
     x, u = synthetic.x[:600], synthetic.u[:600]
-    ivae = IVAEICA(n_components=2, epochs=2, batch_size=64, random_state=0).fit(x, u)
+    ivae = IVAEICA(n_components=2, epochs=2, batch_size=64, start="random", random_state=0).fit(x, u)
     z = ivae.transform(x, u)
     assert z.shape == (600, 2) and ivae.n_components_ == 2
     with pytest.raises(ValueError, match="pass u"):
@@ -208,7 +210,7 @@ def test_module_example_runs():
 def test_ivae_in_a_pipeline_gets_u_by_metadata_routing(synthetic):
     x, u = synthetic.x[:600], synthetic.u[:600]
     with sklearn.config_context(enable_metadata_routing=True):
-        ivae = IVAEICA(epochs=1, batch_size=64, random_state=0).set_transform_request(u=True)
+        ivae = IVAEICA(epochs=1, batch_size=64, start="random", random_state=0).set_transform_request(u=True)
         pipe = make_pipeline(StandardScaler(), ivae).fit(x, u)
         z = pipe.transform(x, u=u)
     np.testing.assert_array_equal(z, pipe[-1].transform(pipe[0].transform(x), u))
