@@ -137,8 +137,7 @@ def markdown(cache: dict, noises: list[float], seeds: list[int]) -> str:
     ]
     for noise in noises:
         for which, label in (("authors", "authors' (a posterior draw)"), ("iflow", "iflow, paper's settings (q's mean)")):
-            rows = [cache.get(f"{noise}/{seed}/{which}") for seed in seeds]
-            rows = [r for r in rows if r is not None]
+            rows = [cache[key] for key in (f"{noise}/{seed}/{which}" for seed in seeds) if key in cache]
             if not rows:
                 continue
             values = [r["mcc_sample"] if which == "authors" else r["mcc"] for r in rows]

@@ -250,8 +250,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument(
         "--start", choices=STARTS, default=d.start,
-        help="ivae: random weights (default), or flow: first train the identifiable flow with its defaults on the "
-        "same rows, fit the encoder's mean and the decoder to its latents, then train the iVAE from there",
+        help="ivae: flow, first train the identifiable flow with its defaults on the same rows, fit the encoder's "
+        "mean and the decoder to its latents, then train the iVAE from there; or random weights (default: flow "
+        "for ivae on recovery data with as many latents as dimensions and --obs gaussian, else random)",
     )  # fmt: skip
     p.add_argument(
         "--precision", choices=PRECISIONS, default=d.precision,

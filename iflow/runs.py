@@ -177,9 +177,8 @@ def start_from_flow(plan: RunPlan, progress: bool) -> Run:
     flow_run, flow_result = train_planned(flow_plan, progress)
     rows = plan.split[0]
     x, u = as_tensors(plan.train_data.x[rows], plan.train_data.u[rows], plan.run.device)
-    with torch.no_grad():
-        flow_run.model.eval()
-        z = batched(flow_run.model.encode, x, u)
+    flow_run.model.eval()
+    z = batched(flow_run.model.encode, x, u)  # batched runs without gradients
     error = fit_to_latents(plan.run.model, x, u, z, config.seed)
     log.info("iflow: start flow: the flow stopped after %d epochs (%s); the %s's encoder and decoder fitted to its "
              "latents (mean squared error %.3f); training the %s", len(flow_result.history),
